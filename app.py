@@ -1,0 +1,11 @@
+"""geolens: Streamlit entry. A router only; every page lives in pages/."""
+import streamlit as st
+
+# (file, title, icon). Add a method page by adding one line.
+PAGES = [
+    ("pages/home.py", "Home", ":material/home:"),
+]
+
+st.set_page_config(page_title="geolens", layout="wide")
+nav = st.navigation([st.Page(path, title=title, icon=icon, default=(i == 0)) for i, (path, title, icon) in enumerate(PAGES)])
+nav.run()
