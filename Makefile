@@ -7,7 +7,10 @@ STAMP   := $(VENV)/.installed
 export NUMBA_CACHE_DIR ?= $(CURDIR)/cache/numba
 export MPLCONFIGDIR ?= $(CURDIR)/cache/mpl
 
-.PHONY: app test install chromium clean
+# Debian packages the app and tests use: the browser for browser tests, real datasets.
+DEB_PKGS := chromium dataset-fashion-mnist hershey-fonts-data
+
+.PHONY: app test install system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,14 +20,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-chromium:
-	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+system-deps:
+	@missing=$$(for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
-app: $(STAMP)
+app: $(STAMP) system-deps
 	$(BIN)/geolens build-defaults
 	$(BIN)/streamlit run app.py --server.headless true
 
-test: $(STAMP) chromium
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
 
 clean:
