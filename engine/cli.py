@@ -15,6 +15,7 @@ import sys
 
 COMMAND_MODULES = [
     "engine.commands",
+    "engine.dvr.cli",
 ]
 
 

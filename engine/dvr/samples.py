@@ -1,0 +1,109 @@
+"""The samples folder: how any one-shot generator hands its samples to the evaluation.
+
+Layout::
+
+    <samples root>/
+      <model>/                  one folder per model configuration (name = model id)
+        model.json              optional: {"family": "vae", "sweep": "beta", "params": {"beta": 1.0}}
+        <class>/                one folder per test class, named like the reference's classes
+          exemplar.png          the exemplar the generator was given
+          <anything>.png        the samples (>= 2; 20 in the paper), any side, any polarity
+
+Images are preprocessed like the real drawings (``omniglot.to_ink``: 50×50, [0, 1],
+binarised at 0.5). Recognizability uses the folder's own exemplars as the support set.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from engine.config import atomic_write_text, file_hash, stable_hash
+from engine.dvr.omniglot import image_files, load_images, to_ink
+
+EXEMPLAR = "exemplar.png"
+MODEL_JSON = "model.json"
+
+
+@dataclasses.dataclass
+class ModelSamples:
+    """One model's samples: classes (C,), exemplars (C, 50, 50), samples (C, S, 50, 50), metadata."""
+
+    name: str
+    classes: list[str]
+    exemplars: np.ndarray
+    samples: np.ndarray
+    meta: dict
+    folder: str
+
+
+def save_png(path: Path, ink: np.ndarray) -> None:
+    """Write an ink image (H, W) in [0, 1] as a black-on-white binary PNG."""
+    Image.fromarray(((1.0 - (ink >= 0.5)) * 255).astype(np.uint8)).convert("1").save(path)
+
+
+def write_model(root: Path, name: str, classes: list[str], exemplars: np.ndarray, samples: np.ndarray, meta: dict) -> Path:
+    """Write one model's samples in the layout above; returns the model folder."""
+    folder = root / name
+    for c, cls in enumerate(classes):
+        d = folder / cls
+        d.mkdir(parents=True, exist_ok=True)
+        save_png(d / EXEMPLAR, exemplars[c])
+        for s in range(samples.shape[1]):
+            save_png(d / f"{s:04d}.png", samples[c, s])
+    atomic_write_text(folder / MODEL_JSON, json.dumps(meta, indent=2, sort_keys=True))
+    return folder
+
+
+def model_folders(root: str | Path) -> list[Path]:
+    """The model folders under a samples root, with a message that names the fix when the layout is wrong."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"samples folder {root} does not exist")
+    models = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not models:
+        raise ValueError(f"{root} has no model folders: expected <model>/<class>/{EXEMPLAR} plus sample PNGs")
+    for m in models:
+        if (m / EXEMPLAR).exists():
+            raise ValueError(f"{m} holds {EXEMPLAR} directly: point at the folder *above* the model folders "
+                             "(layout <root>/<model>/<class>/*.png)")
+    return models
+
+
+def folder_signature(root: str | Path) -> str:
+    """Hash of every file name and content under the samples root (the cache key part)."""
+    root = Path(root).expanduser()
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return stable_hash([(str(p.relative_to(root)), file_hash(p)) for p in files], 16)
+
+
+def read_model(folder: Path) -> ModelSamples:
+    """Load one model folder; every class needs the exemplar and the same number (>= 2) of samples."""
+    classes = sorted(p for p in folder.iterdir() if p.is_dir())
+    if not classes:
+        raise ValueError(f"model folder {folder} has no class folders")
+    exemplars, samples, counts = [], [], set()
+    for c in classes:
+        ex = c / EXEMPLAR
+        if not ex.exists():
+            raise ValueError(f"{c} has no {EXEMPLAR}: save the exemplar given to the generator there")
+        paths = [p for p in image_files(c) if p.name != EXEMPLAR]
+        counts.add(len(paths))
+        exemplars.append(to_ink(Image.open(ex)))
+        samples.append(load_images(paths))
+    if len(counts) != 1 or min(counts) < 2:
+        raise ValueError(f"{folder}: every class needs the same number (>= 2) of samples, found counts {sorted(counts)}")
+    meta = json.loads((folder / MODEL_JSON).read_text()) if (folder / MODEL_JSON).exists() else {}
+    return ModelSamples(folder.name, [c.name for c in classes], np.stack(exemplars), np.stack(samples), meta, str(folder))
+
+
+def class_images(model_folder: str | Path, cls: str) -> tuple[Path | None, list[Path]]:
+    """(exemplar path, sample paths) of one class of a model folder, for display."""
+    d = Path(model_folder) / cls
+    if not d.is_dir():
+        return None, []
+    ex = d / EXEMPLAR
+    return (ex if ex.exists() else None), [p for p in image_files(d) if p.name != EXEMPLAR]
