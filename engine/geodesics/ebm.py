@@ -1,0 +1,180 @@
+"""Energy-based model trained by contrastive divergence with Langevin sampling and a replay buffer.
+
+Loss (METHODS §3): L = mean E(x⁺) − mean E(x⁻) + r (mean E(x⁺)² + mean E(x⁻)²), with negatives
+x⁻ from ``langevin_steps`` steps of x ← x − s ∇E(x) + ε ξ started from the replay buffer 95%
+of the time and from uniform noise over the data's bounding box otherwise; Adam. The network
+is the authors' toy design: an MLP trunk with a quadratic head E = f1(h) f2(h) + f3(h²), on
+standardised inputs. Weights are cached as safetensors beside a JSON config, keyed by the data
+identity and every setting.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from engine import ENGINE_VERSION
+from engine.config import Config, atomic_write_text, check_positive, stable_hash
+from engine.device import pick_device, seed_everything
+
+
+@dataclasses.dataclass
+class EBMConfig(Config):
+    width: int = 32
+    """Hidden width of the energy MLP."""
+    depth: int = 5
+    """Hidden layers in the trunk."""
+    iters: int = 2000
+    """Training iterations (batches)."""
+    batch_size: int = 128
+    """Positive and negative samples per iteration."""
+    lr: float = 1e-4
+    """Adam learning rate."""
+    langevin_steps: int = 100
+    """Langevin steps per negative batch."""
+    step_size: float = 1.0
+    """Langevin gradient step s (in standardised coordinates)."""
+    noise: float = 1e-2
+    """Langevin noise ε."""
+    buffer_size: int = 10000
+    """Replay buffer size."""
+    buffer_frac: float = 0.95
+    """Share of negatives started from the replay buffer."""
+    reg: float = 0.1
+    """Energy-magnitude regulariser r."""
+    margin: float = 0.25
+    """Fresh noise covers the data's bounding box widened by this fraction of its size."""
+    seed: int = 0
+
+    def validate(self) -> None:
+        for name in ("width", "depth", "iters", "batch_size", "langevin_steps", "buffer_size"):
+            check_positive(name, getattr(self, name))
+        for name in ("lr", "step_size"):
+            check_positive(name, getattr(self, name))
+        check_positive("noise", self.noise, allow_zero=True)
+        check_positive("reg", self.reg, allow_zero=True)
+        if not 0.0 <= self.buffer_frac <= 1.0:
+            raise ValueError(f"buffer_frac must be in [0, 1], got {self.buffer_frac}")
+
+
+class EnergyMLP(nn.Module):
+    """E(x): (..., d) -> (...). Inputs standardised by the data's mean and overall std (buffers)."""
+
+    def __init__(self, dim: int, width: int = 32, depth: int = 5):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Linear(dim, width), nn.SiLU()]
+        for _ in range(depth - 1):
+            layers += [nn.Linear(width, width), nn.SiLU()]
+        self.trunk = nn.Sequential(*layers, nn.Linear(width, width))
+        self.f1, self.f2, self.f3 = nn.Linear(width, 1), nn.Linear(width, 1), nn.Linear(width, 1)
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("scale", torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.trunk((x - self.mean) / self.scale)  # (..., width)
+        return (self.f1(h) * self.f2(h) + self.f3(h * h)).squeeze(-1)
+
+
+def langevin(model: nn.Module, x: torch.Tensor, steps: int, step_size: float, noise: float,
+             lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """x ← clamp(x − s ∇E(x) + ε ξ) for ``steps`` steps; x (B, d) in standardised coordinates."""
+    x = x.detach().clone()
+    for _ in range(steps):
+        x.requires_grad_(True)
+        (g,) = torch.autograd.grad(model.forward_std(x).sum(), x)
+        x = (x.detach() - step_size * g + noise * torch.randn_like(x)).clamp(lo, hi)
+    return x.detach()
+
+
+def _forward_std(self: EnergyMLP, z: torch.Tensor) -> torch.Tensor:
+    h = self.trunk(z)
+    return (self.f1(h) * self.f2(h) + self.f3(h * h)).squeeze(-1)
+
+
+EnergyMLP.forward_std = _forward_std  # energy of standardised inputs, used by the sampler
+
+
+def train_ebm(x: torch.Tensor, cfg: EBMConfig, device: torch.device | None = None,
+              progress: Callable[[int, float], None] | None = None) -> EnergyMLP:
+    """Fit an EBM to data x (n, d) by contrastive divergence; returns the model on CPU, eval mode."""
+    device = device or pick_device()
+    gen = seed_everything(cfg.seed)
+    x = x.float()
+    model = EnergyMLP(x.shape[1], cfg.width, cfg.depth)
+    model.mean.copy_(x.mean(0))
+    model.scale.fill_(float(x.std(0).mean()))
+    model.to(device)
+    z = ((x - model.mean.cpu()) / model.scale.cpu()).to(device)  # (n, d) standardised data
+    span = z.max(0).values - z.min(0).values
+    lo, hi = z.min(0).values - cfg.margin * span, z.max(0).values + cfg.margin * span
+
+    def noise(n: int) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(n, z.shape[1], generator=gen).to(device)
+
+    buffer = noise(cfg.buffer_size)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    for it in range(cfg.iters):
+        pos = z[torch.randint(len(z), (cfg.batch_size,), generator=gen).to(device)]
+        idx = torch.randint(cfg.buffer_size, (cfg.batch_size,), generator=gen).to(device)
+        fresh = torch.rand(cfg.batch_size, generator=gen).to(device) > cfg.buffer_frac
+        start = torch.where(fresh[:, None], noise(cfg.batch_size), buffer[idx])
+        neg = langevin(model, start, cfg.langevin_steps, cfg.step_size, cfg.noise, lo, hi)
+        buffer[idx] = neg
+        e_pos, e_neg = model.forward_std(pos), model.forward_std(neg)
+        loss = e_pos.mean() - e_neg.mean() + cfg.reg * ((e_pos**2).mean() + (e_neg**2).mean())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if progress is not None:
+            progress(it + 1, float(loss.detach()))
+    return model.cpu().eval()
+
+
+# ---------------------------------------------------------------- cache (safetensors + JSON)
+def model_dir() -> Path:
+    from engine import store
+
+    d = store.cache_root() / "geodesics" / "models"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def ebm_key(data_key: str, cfg: EBMConfig) -> str:
+    return stable_hash({"kind": "ebm", "data": data_key, "cfg": cfg.to_dict(), "v": ENGINE_VERSION})
+
+
+def save_model(model: nn.Module, path: Path, meta: dict) -> None:
+    """Weights to ``path`` (.safetensors, via a temp file) and ``meta`` to the .json beside it."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    tmp.replace(path)
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True))
+
+
+def load_weights(model: nn.Module, path: Path) -> nn.Module:
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(path)))
+    return model.eval()
+
+
+def get_ebm(data_key: str, x: torch.Tensor, cfg: EBMConfig, device: torch.device | None = None,
+            progress: Callable[[int, float], None] | None = None, train: bool = True) -> EnergyMLP | None:
+    """The cached EBM for (data, cfg); trained and saved when missing (unless ``train`` is False)."""
+    path = model_dir() / f"ebm-{ebm_key(data_key, cfg)}.safetensors"
+    if path.exists():
+        meta = json.loads(path.with_suffix(".json").read_text())
+        return load_weights(EnergyMLP(meta["dim"], cfg.width, cfg.depth), path)
+    if not train:
+        return None
+    model = train_ebm(x, cfg, device, progress)
+    save_model(model, path, {"kind": "ebm", "dim": x.shape[1], "data": data_key, "config": cfg.to_dict(),
+                             "engine_version": ENGINE_VERSION})
+    return model

@@ -1,0 +1,151 @@
+"""Precompute geodesics for every metric into a DuckDB cache, and read the score summary back.
+
+Cache file ``geodesics-<dataset>-<key>.duckdb`` (key = stable_hash of the run config, the data and
+model identities and ENGINE_VERSION), tables:
+- ``meta(key, value)``: the run config JSON, model keys, p_max;
+- ``pairs(pair_id, x0, x1, label, a0, a1)``: endpoints (FLOAT[d]), character and angles;
+- ``paths(metric, pair_id, path, energy, iters, converged)``: path as FLOAT[T·d];
+- ``scores(metric, pair_id, score, value)``; ``timing(metric, seconds, geodesics)``;
+- ``summary(metric, score, mean, std, reference)`` with the paper's reference values.
+A run interrupted between metrics resumes from the ``.partial`` file.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from engine import ENGINE_VERSION, store
+from engine.config import stable_hash
+from engine.geodesics.metrics import build_metric
+from engine.geodesics.runconfig import RunConfig
+from engine.geodesics.scores import (DEFAULT_RMSE_REFERENCE, RMSE_REFERENCE, data_rmse, mean_density, path_rmse,
+                                     reference_value)
+from engine.geodesics.solver import solve
+from engine.geodesics.spaces import Pairs, Space, build_space, make_pairs
+from engine.geodesics.threads import cpu_threads
+
+Progress = Callable[[str, int, int], None]
+
+
+def cache_path(cfg: RunConfig) -> Path:
+    key = stable_hash({"run": cfg.to_dict(), "v": ENGINE_VERSION})
+    return store.cache_root() / f"geodesics-{cfg.dataset}-{key}.duckdb"
+
+
+def solve_order(cfg: RunConfig) -> list[str]:
+    """True-density metrics first: the others' RMSE is measured against their geodesics."""
+    return sorted(cfg.metrics, key=lambda m: (0 if m.endswith("true") else 1, cfg.metrics.index(m)))
+
+
+def score_paths(space: Space, metric: str, paths: torch.Tensor, pairs: Pairs, solved: dict) -> dict[str, np.ndarray]:
+    if space.kind == "toy":
+        out = {"p_M": mean_density(paths, space.mixture.prob, space.p_max).numpy()}
+        ref = RMSE_REFERENCE.get(metric, DEFAULT_RMSE_REFERENCE)
+        if ref in solved:
+            out["RMSE"] = path_rmse(paths, solved[ref]).numpy()
+        return out
+    return {"D-RMSE": data_rmse(paths, space.data).numpy(), "γ*-RMSE": path_rmse(paths, pairs.truth).numpy()}
+
+
+def _has(con, table: str) -> bool:
+    """store.has_table on its own cursor (it leaves a pending result on the connection it is given)."""
+    return store.has_table(con.cursor(), table)
+
+
+def _write_pairs(con, pairs: Pairs) -> None:
+    store.insert_rows(con, "pairs", {"pair_id": np.arange(len(pairs.x0)), "x0": pairs.x0.numpy(),
+                                     "x1": pairs.x1.numpy(), "label": pairs.label.astype(np.int64),
+                                     "a0": pairs.a0.astype(np.float64), "a1": pairs.a1.astype(np.float64)})
+    if pairs.truth is not None:
+        store.insert_rows(con, "truth", {"pair_id": np.arange(len(pairs.x0)),
+                                         "path": pairs.truth.reshape(len(pairs.x0), -1).numpy()})
+
+
+def _done_metrics(con) -> dict[str, torch.Tensor]:
+    if not _has(con, "paths"):
+        return {}
+    names = [r[0] for r in con.execute("SELECT DISTINCT metric FROM paths").fetchall()]
+    return {m: torch.as_tensor(store.fetch_array(con, "SELECT path FROM paths WHERE metric = ? ORDER BY pair_id", [m]))
+            for m in names}
+
+
+def _summary(con, dataset: str) -> None:
+    df = con.execute("SELECT metric, score, avg(value) AS mean, stddev_samp(value) AS std FROM scores "
+                     "GROUP BY metric, score").df()
+    df["reference"] = [reference_value(dataset, m, s) for m, s in zip(df.metric, df.score)]
+    con.execute("DROP TABLE IF EXISTS summary")
+    store.insert_rows(con, "summary", {c: df[c].to_numpy() for c in ("metric", "score", "mean", "std")} |
+                      {"reference": pd.array(df["reference"], dtype="Float64").to_numpy(dtype=float, na_value=np.nan)})
+
+
+def precompute(cfg: RunConfig, progress: Progress | None = None, force: bool = False) -> Path:
+    """Train/load the models, solve every metric's geodesics for the run's pairs, write the cache."""
+    path = cache_path(cfg)
+    if path.exists() and not force:
+        return path
+    with cpu_threads():
+        space = build_space(cfg, progress)
+        ctx = space.context(cfg)
+        pairs = make_pairs(space, cfg.n_pairs, cfg.steps, cfg.seed)
+        scfg = cfg.solver_config()
+        with store.writing(path) as con:
+            if not _has(con, "meta"):
+                meta = {"config": json.dumps(cfg.to_dict()), "keys": json.dumps(space.keys),
+                        "p_max": str(space.p_max), "engine_version": ENGINE_VERSION}
+                store.insert_rows(con, "meta", {"key": list(meta), "value": list(meta.values())})
+                _write_pairs(con, pairs)
+            solved = _done_metrics(con)
+            for name in solve_order(cfg):
+                if name in solved:
+                    continue
+                metric = build_metric(name, ctx)
+                total = [0]
+
+                def tick(n: int, name=name) -> None:
+                    total[0] += n
+                    if progress is not None:
+                        progress(f"geodesics {name}", total[0], scfg.max_iters * -(-cfg.n_pairs // scfg.batch_size))
+
+                t0 = time.perf_counter()
+                res = solve(metric, pairs.x0, pairs.x1, scfg, progress=tick)
+                seconds = time.perf_counter() - t0
+                solved[name] = res.paths
+                n = len(res.paths)
+                store.insert_rows(con, "paths", {"metric": [name] * n, "pair_id": np.arange(n),
+                                                 "path": res.paths.reshape(n, -1).numpy(), "energy": res.energy.numpy(),
+                                                 "iters": res.iters.numpy(), "converged": res.converged.numpy()})
+                for score, vals in score_paths(space, name, res.paths, pairs, solved).items():
+                    store.insert_rows(con, "scores", {"metric": [name] * n, "pair_id": np.arange(n),
+                                                      "score": [score] * n, "value": vals.astype(np.float64)})
+                store.insert_rows(con, "timing", {"metric": [name], "seconds": [seconds], "geodesics": [n]})
+            _summary(con, cfg.dataset)
+    return path
+
+
+def summary(path: Path) -> pd.DataFrame:
+    """The summary table of a finished cache: metric, score, mean, std, reference."""
+    return store.query_df(path, "SELECT metric, score, mean, std, reference FROM summary ORDER BY metric, score")
+
+
+def report(cfg: RunConfig, progress: Progress | None = None) -> dict:
+    """JSON-able scores per metric beside the paper's, as the page shows them (computes the cache if missing)."""
+    path = precompute(cfg, progress)
+    df = summary(path)
+    timing = store.query_df(path, "SELECT metric, seconds FROM timing")
+    out: dict = {"dataset": cfg.dataset, "n_pairs": cfg.n_pairs, "cache": path.name, "metrics": {}}
+    for metric in cfg.metrics:
+        rows = df[df.metric == metric]
+        entry = {}
+        for r in rows.itertuples():
+            entry[r.score] = round(float(r.mean), 4)
+            entry[f"{r.score} (paper)"] = None if pd.isna(r.reference) else float(r.reference)
+        sec = timing[timing.metric == metric].seconds
+        entry["seconds"] = round(float(sec.iloc[0]), 2) if len(sec) else None
+        out["metrics"][metric] = entry
+    return out
