@@ -15,7 +15,9 @@ import sys
 
 COMMAND_MODULES = [
     "engine.commands",
+    "engine.concepts.cli",
     "engine.dvr.cli",
+    "engine.geodesics.cli",
 ]
 
 

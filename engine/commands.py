@@ -1,15 +1,122 @@
 """Core commands: caches, precompute, train-default, build-defaults, export."""
 from __future__ import annotations
 
+import json
+
 
 def register(commands, reports) -> None:
-    p = commands.add_parser("caches", help="list caches with their provenance")
+    p = commands.add_parser("caches", help="list embedding caches with their provenance")
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=_caches)
+
+    p = commands.add_parser("precompute", help="encode an image-caption dataset into a cache")
+    p.add_argument("--dataset", default="shapes", help="'shapes' or a captions .csv/.jsonl/.parquet or COCO .json")
+    p.add_argument("--images", help="image folder for relative paths (default: the captions file's folder)")
+    p.add_argument("--n", type=int, default=4000, help="pairs, for the Shapes world")
+    p.add_argument("--seed", type=int, default=0, help="world seed, for the Shapes world")
+    p.add_argument("--model", default="default", help="'default' (geolens-tiny, trained on first use) or an open_clip architecture")
+    p.add_argument("--pretrained", help="pretrained tag or local .safetensors/.bin file")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: 0 on CPU, 4 on CUDA)")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
+    p.add_argument("--force", action="store_true", help="recompute even if the cache exists")
+    p.set_defaults(func=_precompute)
+
+    p = commands.add_parser("train-default", help="train the built-in default CLIP on the Shapes world")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_train_default)
+
+    p = commands.add_parser("build-defaults", help="train the default model and precompute the default Shapes cache")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_build_defaults)
+
+    p = commands.add_parser("export", help="write a cache's items and embeddings to Parquet")
+    p.add_argument("--cache", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_export)
+
+
+def model_spec(model: str, pretrained: str | None, device: str | None = None):
+    from engine.default_model import default_spec
+    from engine.encoders import ModelSpec
+
+    if model == "default":
+        if pretrained:
+            raise ValueError("--pretrained goes with an open_clip architecture, not with --model default")
+        return default_spec(device=device)
+    return ModelSpec(model, pretrained)
 
 
 def _caches(args) -> int:
-    from engine import store
+    from engine.embcache import list_caches
 
-    for path in store.list_files():
-        print(path.name)
+    rows = []
+    for c in list_caches():
+        m = c.manifest
+        rows.append({"name": c.name, "pairs": m["n_pairs"], "skipped": m["n_skipped"], "dim": m["dim"],
+                     "dataset": m["dataset"], "model": {k: m["model"][k] for k in ("arch", "pretrained", "weights_hash")},
+                     "created": m["created"], "mb": round(c.size_bytes() / 2**20, 1),
+                     "artifacts": c.artifacts()[["kind", "name"]].to_dict("records")})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print("no caches yet: run `geolens build-defaults` or `geolens precompute`")
+    for r in rows if not args.json else []:
+        print(f"{r['name']}\n  {r['pairs']} pairs ({r['skipped']} skipped), d={r['dim']}, {r['mb']} MB, {r['created']}\n"
+              f"  dataset: {r['dataset']}\n  model: {r['model']}\n  artifacts: {r['artifacts']}")
+    return 0
+
+
+def _precompute(args) -> int:
+    from engine.datasets.sources import resolve
+    from engine.encoders import Encoder
+    from engine.precompute import precompute
+
+    source = resolve(args.dataset, n=args.n, seed=args.seed, images=args.images)
+    enc = Encoder(model_spec(args.model, args.pretrained, args.device), device=args.device)
+    res = precompute(source, enc, batch_size=args.batch_size, num_workers=args.workers, force=args.force)
+    rate = f", {res.n_pairs / res.seconds:.0f} pairs/s" if res.seconds else " (already cached)"
+    print(f"{res.cache.name}: {res.n_pairs} pairs, {res.n_skipped} skipped{rate}")
+    if res.n_skipped:
+        print(res.cache.skipped().head(20).to_string(index=False))
+    return 0
+
+
+def _train_default(args) -> int:
+    from engine.default_model import TrainConfig, train, weights_path
+
+    cfg = TrainConfig() if args.steps is None else TrainConfig(steps=args.steps)
+    path = train(cfg, device=args.device)
+    print(path.with_suffix(".json").read_text())
+    return 0
+
+
+def _build_defaults(args) -> int:
+    from engine.datasets.sources import resolve
+    from engine.default_model import default_spec
+    from engine.encoders import Encoder
+    from engine.precompute import precompute
+
+    enc = Encoder(default_spec(device=args.device), device=args.device)
+    res = precompute(resolve("shapes"), enc)
+    print(f"default cache ready: {res.cache.name}")
+    return 0
+
+
+def _export(args) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from engine import store
+    from engine.embcache import open_cache
+
+    cache = open_cache(args.cache)
+    items = cache.items()
+    ids, emb = cache.embeddings()
+    assert (ids == items["id"].to_numpy()).all()
+    table = pa.table({"id": items["id"], "modality": items["modality"], "pair_id": items["pair_id"],
+                      "text": items["text"], "embedding": store.array_to_arrow(emb)})
+    pq.write_table(table, args.out)
+    print(f"wrote {len(items)} rows to {args.out}")
     return 0

@@ -160,7 +160,7 @@ def insert_rows(con: duckdb.DuckDBPyConnection, table: str, columns: dict[str, o
 
 def fetch_array(con: duckdb.DuckDBPyConnection, sql: str, params: list | tuple | None = None) -> np.ndarray:
     """First column of the query, a FLOAT[d] column, as an (n, d) float32 array."""
-    tbl = con.execute(sql, params or []).fetch_arrow_table()
+    tbl = con.sql(sql, params=params or None).to_arrow_table() if params else con.sql(sql).to_arrow_table()
     col = tbl.column(0).combine_chunks()
     if len(col) == 0:
         return np.zeros((0, 0), dtype=np.float32)

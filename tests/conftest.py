@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+import engine.encoders  # noqa: F401  (registers geolens model configs with open_clip)
+
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / "cache" / "numba"))
 CHROMIUM = "/usr/bin/chromium"
@@ -93,3 +95,41 @@ def wait_for_app(page) -> None:
 def no_exception(at) -> None:
     """Fail with the page's exception text, if any."""
     assert not at.exception, [e.value for e in at.exception]
+
+
+# ---- embedding caches -------------------------------------------------------------------
+REDUCED_TRAIN = dict(n_train=8000, steps=800, batch_size=256, n_eval=500)
+
+
+@pytest.fixture(scope="session")
+def default_weights(cache_root):
+    """The default model trained on a reduced schedule (same code path as `geolens train-default`)."""
+    from engine.default_model import TrainConfig, default_spec
+
+    return default_spec(TrainConfig(**REDUCED_TRAIN))
+
+
+@pytest.fixture(scope="session")
+def shapes_cache(default_weights):
+    """A small Shapes cache (600 pairs) encoded by the reduced default model."""
+    from engine.datasets.sources import resolve
+    from engine.encoders import Encoder
+    from engine.precompute import precompute
+
+    return precompute(resolve("shapes", n=600, seed=7), Encoder(default_weights), batch_size=128).cache
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory):
+    """A randomly initialised geolens-tiny saved as .safetensors and .bin, with its model."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = open_clip.create_model("geolens-tiny").eval()
+    d = tmp_path_factory.mktemp("weights")
+    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(sd, str(d / "tiny.safetensors"))
+    torch.save(sd, d / "tiny.bin")
+    return d / "tiny.safetensors", d / "tiny.bin", model

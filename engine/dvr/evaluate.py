@@ -136,9 +136,10 @@ def read_meta(path: str | Path) -> dict:
     return {k: json.loads(v) for k, v in zip(df["key"], df["value"])}
 
 
-def run_path(ref: Path, samples_root: str | Path) -> Path:
+def run_path(ref: Path, samples_root: str | Path, run_name: str) -> Path:
+    """The cache of one samples folder: keyed by its contents, its run name and the reference."""
     meta = read_meta(ref)
-    key = stable_hash({"folder": folder_signature(samples_root), "ref": meta["ref_key"], "v": ENGINE_VERSION})
+    key = stable_hash({"folder": folder_signature(samples_root), "run": run_name, "ref": meta["ref_key"], "v": ENGINE_VERSION})
     return store.cache_root() / f"dvr-run-{meta['ref_key']}-{key}.duckdb"
 
 
@@ -152,7 +153,8 @@ def evaluate_folder(samples_root: str | Path, ref: Path, critics: Critics, run_n
     meta = read_meta(ref)
     if critics.key != meta["critics_key"]:
         raise ValueError(f"critics {critics.key} do not match the reference's {meta['critics_key']}")
-    out = run_path(ref, samples_root)
+    run_name = run_name or samples_root.name
+    out = run_path(ref, samples_root, run_name)
     if out.exists():
         return out
     folders = model_folders(samples_root)
@@ -164,7 +166,7 @@ def evaluate_folder(samples_root: str | Path, ref: Path, critics: Critics, run_n
         for t in ("meta", "models", "per_class", "sample_orig", "episodes"):
             con.execute(f"DROP TABLE IF EXISTS {store.ident(t)}")
         _write_meta(con, {"ref_key": meta["ref_key"], "samples_root": str(samples_root),
-                          "run": run_name or samples_root.name, "models": [m.name for m in models]})
+                          "run": run_name, "models": [m.name for m in models]})
         for m in models:
             if m.samples.shape[0] < 2:
                 raise ValueError(f"model {m.name}: recognizability needs >= 2 classes")

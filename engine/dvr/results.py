@@ -31,8 +31,13 @@ def runs_for(ref: Path) -> list[Path]:
 
 def _files(ref: Path) -> list[tuple[str, Path]]:
     out = [("reference", Path(ref))]
+    seen: set[str] = {"reference"}
     for p in runs_for(ref):
-        out.append((read_meta(p).get("run", p.stem), p))
+        run = read_meta(p).get("run", p.stem)
+        if run in seen:  # two folders with one name: tell them apart by their cache key
+            run = f"{run}#{p.stem[-6:]}"
+        seen.add(run)
+        out.append((run, p))
     return out
 
 
@@ -73,7 +78,8 @@ def class_distances(ref: Path) -> pd.DataFrame:
     pc = per_class(ref)
     h = pc[pc["id"] == HUMAN].set_index("class")
     hd = float(h["diversity"].mean()) or 1.0
-    m = pc[pc["id"] != HUMAN].join(h[["diversity", "recognizability"]], on="class", rsuffix="_human").dropna()
+    m = pc[pc["id"] != HUMAN].merge(h[["diversity", "recognizability"]].add_suffix("_human"), left_on="class",
+                                     right_index=True).dropna()
     m["distance"] = metrics.distance_to_human(m["diversity"].to_numpy() - m["diversity_human"].to_numpy(),
                                               m["recognizability"].to_numpy() - m["recognizability_human"].to_numpy(),
                                               (0.0, 0.0), (hd, 1.0))

@@ -107,3 +107,16 @@ def class_images(model_folder: str | Path, cls: str) -> tuple[Path | None, list[
         return None, []
     ex = d / EXEMPLAR
     return (ex if ex.exists() else None), [p for p in image_files(d) if p.name != EXEMPLAR]
+
+
+def montage(paths: list[str | Path], cols: int = 5, side: int = 50, pad: int = 2) -> np.ndarray:
+    """Tile images (preprocessed, ink dark on white) into one (rows·(side+pad), cols·(side+pad)) uint8 array."""
+    if not paths:
+        return np.full((side, side), 255, np.uint8)
+    rows = (len(paths) + cols - 1) // cols
+    out = np.full((rows * (side + pad) - pad, min(cols, len(paths)) * (side + pad) - pad), 200, np.uint8)
+    for i, p in enumerate(paths):
+        r, c = divmod(i, cols)
+        ink = to_ink(Image.open(p), side)
+        out[r * (side + pad): r * (side + pad) + side, c * (side + pad): c * (side + pad) + side] = (1 - ink) * 255
+    return out

@@ -128,11 +128,11 @@ class LandMetric(Metric):
         self.beta = P_FLOOR - self.alpha * lo
 
     def local_var(self, x: torch.Tensor) -> torch.Tensor:
-        """M_dd(x) = Σ_n w_n(x) (x_n,d − x_d)²: (..., d) -> (..., d)."""
-        ref = self.ref.to(x)
-        diff = ref - x[..., None, :]  # (..., N, d)
-        w = torch.exp(-(diff**2).sum(-1) / (2 * self.sigma**2))  # (..., N)
-        return torch.einsum("...n,...nd->...d", w, diff**2)
+        """M_dd(x) = Σ_n w_n(x) (x_n,d − x_d)²: (..., d) -> (..., d), expanded into matrix products."""
+        ref = self.ref.to(x)  # (N, d)
+        d2 = ((x * x).sum(-1, keepdim=True) - 2 * x @ ref.T + (ref * ref).sum(-1)).clamp_min(0)  # (..., N)
+        w = torch.exp(-d2 / (2 * self.sigma**2))
+        return w @ (ref * ref) - 2 * x * (w @ ref) + x * x * w.sum(-1, keepdim=True)
 
     def diag(self, x):
         return 1.0 / (self.alpha.to(x) * self.local_var(x) + self.beta.to(x)).clamp_min(P_FLOOR)

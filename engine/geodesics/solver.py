@@ -78,6 +78,7 @@ def _solve_chunk(metric: Metric, x0, x1, cfg: SolverConfig, init, record: bool, 
     path0 = straight_line(x0, x1, cfg.steps) if init is None else init.clone()
     x = path0[:, 1:-1].detach().clone()  # (B, T-2, d) interior points
     best_x, best_e = x.clone(), torch.full((b,), float("inf"), dtype=x.dtype, device=x.device)
+    best_g = torch.zeros_like(x)
     m, v = torch.zeros_like(x), torch.zeros_like(x)
     k = torch.zeros(b, dtype=x.dtype, device=x.device)  # Adam step count per geodesic
     lr = torch.full((b,), cfg.lr, dtype=x.dtype, device=x.device)
@@ -94,14 +95,15 @@ def _solve_chunk(metric: Metric, x0, x1, cfg: SolverConfig, init, record: bool, 
         with torch.no_grad():
             better = active & (e < best_e)
             worse = active & ~better
-            best_x[better], best_e[better] = x[better], e[better]
+            best_x[better], best_e[better], best_g[better] = x[better], e[better], grad[better]
             lr[worse] *= 0.5
             lr[better] = torch.minimum(lr[better] * 1.05, torch.full_like(lr[better], cfg.lr))
-            # moments only move on accepted points; a rejected geodesic retries from its best with a smaller step
-            sel = better[:, None, None]
-            m = torch.where(sel, b1 * m + (1 - b1) * grad, m)
-            v = torch.where(sel, b2 * v + (1 - b2) * grad**2, v)
-            k = k + better.to(k.dtype)
+            # accepted: the usual Adam moment update. Rejected: back to the best path, half the step, and
+            # restart the moments from the gradient there (a sign-gradient step, always a descent direction)
+            sel, rej = better[:, None, None], worse[:, None, None]
+            m = torch.where(sel, b1 * m + (1 - b1) * grad, torch.where(rej, (1 - b1) * best_g, m))
+            v = torch.where(sel, b2 * v + (1 - b2) * grad**2, torch.where(rej, (1 - b2) * best_g**2, v))
+            k = torch.where(better, k + 1, torch.where(worse, torch.ones_like(k), k))
             kk = k.clamp_min(1)[:, None, None]
             step = lr[:, None, None] * (m / (1 - b1**kk)) / ((v / (1 - b2**kk)).sqrt() + eps)
             x = torch.where(active[:, None, None], best_x - step, x)

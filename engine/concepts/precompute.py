@@ -1,0 +1,235 @@
+"""The concept pipeline for one (model, class), written to one DuckDB cache (METHODS.md §2).
+
+Tables (one file per model × class × settings, named concepts-<model>-<class>-<key>.duckdb):
+  meta(name, value)                      JSON: config, classifier, stats, heat grid, timings
+  concepts(concept, vector, pct_logit, sobol, size_gradient_input, size_sobol,
+           map_x, map_y, top_classes)    one row per concept
+  images(row, source_index, name, label, logit, prob, u, gradient_input, sobol, heat, thumb)
+  layouts(importance, algo, row, x, y)   2-D embeddings of importance vectors
+  crops(concept, rank, row, y, x, size, score, png)   top crops per concept
+  fidelity(ordering, kind, step, value)  deletion / insertion curves
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from engine import ENGINE_VERSION, store
+from engine.config import Config, check_choice, check_positive, stable_hash
+from engine.concepts import craft, fidelity, importance, layout, render
+from engine.concepts.classifiers import Classifier
+from engine.concepts.images import ImageSet, load_images
+from engine.concepts.sobol import SAMPLERS
+
+VERSION = f"{ENGINE_VERSION}-concepts-1"
+PREFIX = "concepts-"
+METHODS = ("gradient_input", "sobol")
+Progress = Callable[[int, int, str], None]
+
+
+@dataclasses.dataclass
+class ConceptConfig(Config):
+    """Settings of one concept cache (all part of its key)."""
+
+    model: str = "fmnist-cnn"
+    """Classifier registry name."""
+    class_name: str = "Sneaker"
+    """Class whose predicted images are explained."""
+    images: str = ""
+    """Image folder; '' = the classifier's built-in set (Fashion-MNIST test for fmnist-cnn)."""
+    n_concepts: int = 10
+    """k, the number of NMF concepts."""
+    patch_size: int = 0
+    """Crop side p in input pixels (stride 0.8 p); 0 = the classifier's default."""
+    max_images: int = 1000
+    """At most this many images predicted as the class are used."""
+    sobol_n: int = 32
+    """N, QMC design size per image (N(k+2) evaluations)."""
+    sampler: str = "sobol"
+    min_images: int = 10
+    """A concept is 'important' if it is the top concept of at least this many images."""
+    layouts: tuple = ("umap", "tsne")
+    top_crops: int = 10
+    nmf_max_iter: int = 500
+    seed: int = 0
+
+    def validate(self) -> None:
+        for name in ("n_concepts", "max_images", "sobol_n", "top_crops", "nmf_max_iter"):
+            check_positive(name, getattr(self, name))
+        check_positive("patch_size", self.patch_size, allow_zero=True)
+        check_positive("min_images", self.min_images, allow_zero=True)
+        check_choice("sampler", self.sampler, SAMPLERS)
+        self.layouts = tuple(self.layouts)
+        for algo in self.layouts:
+            check_choice("layout", algo, layout.LAYOUTS)
+        if self.n_concepts < 2:
+            raise ValueError("n_concepts must be ≥ 2")
+
+
+def cache_key(cfg: ConceptConfig, clf: Classifier, data: ImageSet) -> str:
+    return stable_hash({"cfg": cfg.to_dict(), "weights": clf.weights_id, "data": data.identity, "v": VERSION})
+
+
+def cache_path(cfg: ConceptConfig, clf: Classifier, data: ImageSet) -> Path:
+    name = f"{PREFIX}{store.safe_name(cfg.model)}-{store.safe_name(cfg.class_name)}-{cache_key(cfg, clf, data)}{store.SUFFIX}"
+    return store.cache_root() / name
+
+
+@torch.no_grad()
+def predict(clf: Classifier, images: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Logits (n, n_classes) of uint8 images."""
+    out = [clf.model(clf.preprocess(images[i:i + batch])) for i in range(0, len(images), batch)]
+    return torch.cat(out).numpy()
+
+
+def _select(clf: Classifier, data: ImageSet, cls: int, max_images: int, pred: np.ndarray | None) -> np.ndarray:
+    pred = predict(clf, data.images).argmax(1) if pred is None else pred
+    rows = np.flatnonzero(pred == cls)[:max_images]
+    if len(rows) < 2:
+        raise ValueError(f"only {len(rows)} image(s) are predicted as {clf.class_names[cls]!r}; "
+                         "pick another class or give a folder with more images of it")
+    return rows
+
+
+def _stage(progress: Progress | None, i: int, msg: str, total: int = 9) -> None:
+    if progress:
+        progress(i, total, msg)
+
+
+def compute(cfg: ConceptConfig, clf: Classifier, data: ImageSet, progress: Progress | None = None,
+            pred: np.ndarray | None = None) -> dict:
+    """Run the pipeline in memory; returns every array the cache stores.
+
+    ``pred`` (n_all,) are the classifier's predicted classes of ``data`` when already known.
+    """
+    t0 = time.perf_counter()
+    cls = clf.class_index(cfg.class_name)
+    patch = cfg.patch_size or clf.default_patch
+    _stage(progress, 0, "classifying images")
+    rows = _select(clf, data, cls, cfg.max_images, pred)
+    x = clf.preprocess(data.images[rows])  # (n, c, S, S)
+    _stage(progress, 1, f"crops + NMF on {len(rows)} images")
+    bank = craft.extract(clf, x, cfg.n_concepts, patch, cfg.seed, cfg.nmf_max_iter)
+    acts = craft.activations(clf, x)  # (n, C)
+    u = craft.transform(acts, bank.W)  # (n, k)
+    _stage(progress, 2, "gradient × input")
+    head = clf.head
+    dec = importance.logit_decomposition(u, bank.W, head, cls, acts)
+    gx = importance.gradient_input(u, bank.W, head, cls, residual=acts - u @ bank.W)
+    _stage(progress, 3, f"Sobol indices ({cfg.sobol_n * (cfg.n_concepts + 2)} masks per image)")
+    sb = importance.sobol_importance(u, bank.W, head, cls, cfg.sobol_n, cfg.sampler, cfg.seed)
+    _stage(progress, 4, "deletion / insertion")
+    fid = fidelity.fidelity(u, bank.W, head, cls, {"gradient_input": gx, "sobol": sb}, cfg.seed)
+    _stage(progress, 5, "2-D layouts")
+    lay = {(m, a): layout.embed_2d(v, a, cfg.seed) for m, v in (("gradient_input", gx), ("sobol", sb))
+           for a in cfg.layouts}
+    _stage(progress, 6, "concept heatmaps")
+    heat, grid = craft.heatmaps(clf, x, bank.W, patch)
+    _stage(progress, 7, "concept map, top crops and classes")
+    with torch.no_grad():
+        probs = torch.softmax(head(torch.from_numpy(acts)), -1)[:, cls].numpy()
+    return {
+        "cls": cls, "rows": rows, "patch": patch, "bank": bank, "acts": acts, "u": u, "dec": dec,
+        "gradient_input": gx, "sobol": sb, "fidelity": fid, "layouts": lay, "heat": heat, "grid": grid,
+        "probs": probs, "map": layout.concept_map(bank.W, cfg.seed),
+        "class_cos": importance.cosine(bank.W, head.weight.detach().numpy()),
+        "recon_images": craft.relative_error(acts, u, bank.W), "seconds": time.perf_counter() - t0,
+    }
+
+
+def _concept_rows(cfg: ConceptConfig, clf: Classifier, r: dict) -> dict:
+    k = cfg.n_concepts
+    sizes = {m: importance.cluster_sizes(importance.top_concepts(r[m]), k, cfg.min_images)[0] for m in METHODS}
+    top = [json.dumps([[clf.class_names[j], round(float(c[j]), 4)] for j in np.argsort(-c)[:5]]) for c in r["class_cos"]]
+    return {
+        "concept": np.arange(k, dtype=np.int32), "vector": r["bank"].W,
+        "pct_logit": importance.percent_of_logit(r["gradient_input"], r["dec"]["logit"]),
+        "sobol": r["sobol"].mean(axis=0), "size_gradient_input": sizes["gradient_input"].astype(np.int32),
+        "size_sobol": sizes["sobol"].astype(np.int32), "map_x": r["map"][:, 0], "map_y": r["map"][:, 1],
+        "top_classes": top,
+    }
+
+
+def _image_rows(data: ImageSet, r: dict) -> dict:
+    rows = r["rows"]
+    thumbs = [render.to_png(data.images[i], render.THUMB) for i in rows]
+    labels = data.labels[rows] if data.labels is not None else np.full(len(rows), -1)
+    return {
+        "row": np.arange(len(rows), dtype=np.int32), "source_index": rows.astype(np.int64),
+        "name": [data.names[i] for i in rows], "label": labels.astype(np.int64),
+        "logit": r["dec"]["logit"], "prob": r["probs"].astype(np.float64), "u": r["u"],
+        "gradient_input": r["gradient_input"].astype(np.float32), "sobol": r["sobol"].astype(np.float32),
+        "heat": r["heat"].reshape(len(rows), -1), "thumb": thumbs,
+    }
+
+
+def _crop_rows(cfg: ConceptConfig, data: ImageSet, r: dict) -> dict:
+    bank, rows, p = r["bank"], r["rows"], r["patch"]
+    out: dict[str, list] = {c: [] for c in ("concept", "rank", "row", "y", "x", "size", "score", "png")}
+    for c in range(cfg.n_concepts):
+        for rank, j in enumerate(np.argsort(-bank.U[:, c])[: cfg.top_crops]):
+            i, y, x0 = (int(v) for v in bank.crop_index[j])
+            crop = data.images[rows[i]][y:y + p, x0:x0 + p]
+            for name, v in zip(out, (c, rank, i, y, x0, p, float(bank.U[j, c]), render.to_png(crop, render.THUMB))):
+                out[name].append(v)
+    return out
+
+
+def _fidelity_rows(r: dict) -> dict:
+    out: dict[str, list] = {"ordering": [], "kind": [], "step": [], "value": []}
+    for name, kinds in r["fidelity"].items():
+        for kind, d in kinds.items():
+            for s, v in enumerate(d["curve"]):
+                for col, val in zip(out, (name, kind, s, float(v))):
+                    out[col].append(val)
+    return out
+
+
+def write(path: Path, cfg: ConceptConfig, clf: Classifier, data: ImageSet, r: dict) -> None:
+    """Write the pipeline's results to ``path`` atomically."""
+    meta = {
+        "config": cfg.to_dict(), "key": path.stem.rsplit("-", 1)[-1], "version": VERSION,
+        "classifier": {"name": clf.name, "weights_id": clf.weights_id, "input_size": clf.input_size,
+                       "class_names": clf.class_names, "class_index": r["cls"]},
+        "data": data.identity, "grid": r["grid"], "heat_shape": list(r["heat"].shape[1:]),
+        "stats": {"n_images": len(r["rows"]), "n_crops": len(r["bank"].U), "patch": r["patch"],
+                  "stride": r["bank"].stride, "recon_error_crops": r["bank"].recon_error,
+                  "recon_error_images": r["recon_images"], "seconds": r["seconds"]},
+    }
+    lay: dict[str, list] = {"importance": [], "algo": [], "row": [], "x": [], "y": []}
+    for (m, a), xy in r["layouts"].items():
+        lay["importance"] += [m] * len(xy)
+        lay["algo"] += [a] * len(xy)
+        lay["row"] += list(range(len(xy)))
+        lay["x"] += xy[:, 0].tolist()
+        lay["y"] += xy[:, 1].tolist()
+    with store.writing(path) as con:
+        for t in ("meta", "concepts", "images", "layouts", "crops", "fidelity"):
+            con.execute(f"DROP TABLE IF EXISTS {store.ident(t)}")
+        store.insert_rows(con, "meta", {"name": list(meta), "value": [json.dumps(v, default=float) for v in meta.values()]})
+        store.insert_rows(con, "concepts", _concept_rows(cfg, clf, r))
+        store.insert_rows(con, "images", _image_rows(data, r))
+        store.insert_rows(con, "layouts", lay)
+        store.insert_rows(con, "crops", _crop_rows(cfg, data, r))
+        store.insert_rows(con, "fidelity", _fidelity_rows(r))
+    cfg.save_json(path.with_suffix(".json"))
+
+
+def run(cfg: ConceptConfig, clf: Classifier, data: ImageSet | None = None, progress: Progress | None = None,
+        force: bool = False, pred: np.ndarray | None = None) -> Path:
+    """The cache for ``cfg`` (computed and written unless it exists); returns its path."""
+    data = data or load_images(cfg.images or clf.default_images, clf.input_size, clf.channels)
+    path = cache_path(cfg, clf, data)
+    if path.exists() and not force:
+        return path
+    r = compute(cfg, clf, data, progress, pred)
+    _stage(progress, 8, "writing the cache")
+    write(path, cfg, clf, data, r)
+    _stage(progress, 9, "done")
+    return path

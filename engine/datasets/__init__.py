@@ -1,0 +1,1 @@
+"""Paired image-caption datasets: the built-in Shapes world and user folders."""
