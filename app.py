@@ -4,6 +4,8 @@ import streamlit as st
 # (file, title, icon). Add a method page by adding one line.
 PAGES = [
     ("pages/home.py", "Home", ":material/home:"),
+    ("pages/concepts.py", "Concepts (CRAFT)", ":material/hub:"),
+    ("pages/dvr.py", "Diversity vs. recognizability", ":material/draw:"),
 ]
 
 st.set_page_config(page_title="geolens", layout="wide")
