@@ -6,6 +6,7 @@ PAGES = [
     ("pages/home.py", "Home", ":material/home:"),
     ("pages/concepts.py", "Concepts (CRAFT)", ":material/hub:"),
     ("pages/dvr.py", "Diversity vs. recognizability", ":material/draw:"),
+    ("pages/gap.py", "Modality gap", ":material/join_inner:"),
 ]
 
 st.set_page_config(page_title="geolens", layout="wide")

@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "engine.concepts.cli",
     "engine.dvr.cli",
     "engine.geodesics.cli",
+    "engine.gap.cli",
 ]
 
 
