@@ -60,7 +60,7 @@ def umap_2d(x: np.ndarray, cfg: UMAPConfig) -> np.ndarray:
     if len(x) <= cfg.n_neighbors:
         raise ValueError(f"UMAP needs more than n_neighbors={cfg.n_neighbors} points, got {len(x)}; use PCA")
     model = umap.UMAP(n_components=2, n_neighbors=cfg.n_neighbors, min_dist=cfg.min_dist,
-                      metric=cfg.metric, random_state=cfg.seed)
+                      metric=cfg.metric, random_state=cfg.seed, n_jobs=1)
     return model.fit_transform(x).astype(np.float32)
 
 
