@@ -6,6 +6,7 @@ PAGES = [
     ("pages/home.py", "Home", ":material/home:"),
     ("pages/concepts.py", "Concepts (CRAFT)", ":material/hub:"),
     ("pages/dvr.py", "Diversity vs. recognizability", ":material/draw:"),
+    ("pages/geodesics.py", "Geodesics (EBM metrics)", ":material/route:"),
     ("pages/gap.py", "Modality gap", ":material/join_inner:"),
 ]
 

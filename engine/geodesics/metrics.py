@@ -172,6 +172,36 @@ class RBFMetric(Metric):
         return (1.0 / (self.alpha * self.h(x) + self.beta).clamp_min(P_FLOOR))[..., None]
 
 
+class GridMetric(Metric):
+    """A 2-D metric tabulated once on a regular grid, then read by bilinear interpolation of log g.
+
+    For the toy benchmark: every metric (EBM, LAND, RBF, true density) costs one table look-up per
+    point during optimisation. Outside ``bounds`` the border value is used.
+    """
+
+    def __init__(self, base: Metric, bounds: tuple[float, float, float, float], res: float = 0.05):
+        self.base, self.name, self.conformal = base, base.name, base.conformal
+        self.lo = torch.tensor([bounds[0], bounds[2]])
+        self.hi = torch.tensor([bounds[1], bounds[3]])
+        nx, ny = int(round((bounds[1] - bounds[0]) / res)) + 1, int(round((bounds[3] - bounds[2]) / res)) + 1
+        gx, gy = torch.meshgrid(torch.linspace(bounds[0], bounds[1], nx), torch.linspace(bounds[2], bounds[3], ny),
+                                indexing="xy")  # (ny, nx)
+        pts = torch.stack([gx, gy], -1).reshape(-1, 2)
+        with torch.no_grad():
+            g = torch.cat([base.diag(c) for c in pts.split(8192)])  # (ny * nx, c)
+        self.table = g.clamp_min(1e-12).log().T.reshape(1, -1, ny, nx)  # (1, c, ny, nx)
+
+    def diag(self, x):
+        lead = x.shape[:-1]
+        u = 2 * (x.reshape(1, -1, 1, 2) - self.lo.to(x)) / (self.hi - self.lo).to(x) - 1  # (1, N, 1, 2) in [-1, 1]
+        out = torch.nn.functional.grid_sample(self.table.to(x), u, mode="bilinear", padding_mode="border",
+                                              align_corners=True)  # (1, c, N, 1)
+        return out[0, :, :, 0].T.reshape(*lead, -1).exp()
+
+    def path(self, x0, x1, steps):
+        return self.base.path(x0, x1, steps)
+
+
 @dataclasses.dataclass
 class MetricContext:
     """What the metric builders need. ``energy``: learned EBM energy; ``true_energy``: −log p when known."""

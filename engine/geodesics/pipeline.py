@@ -22,15 +22,16 @@ import torch
 
 from engine import ENGINE_VERSION, store
 from engine.config import stable_hash
-from engine.geodesics.metrics import build_metric
+from engine.geodesics.metrics import GridMetric, build_metric
 from engine.geodesics.runconfig import RunConfig
-from engine.geodesics.scores import (DEFAULT_RMSE_REFERENCE, RMSE_REFERENCE, data_rmse, mean_density, path_rmse,
+from engine.geodesics.scores import (DEFAULT_RMSE_REFERENCE, RMSE_REFERENCE, SCORES, data_rmse, mean_density, path_rmse,
                                      reference_value)
 from engine.geodesics.solver import solve
 from engine.geodesics.spaces import Pairs, Space, build_space, make_pairs
 from engine.geodesics.threads import cpu_threads
 
 Progress = Callable[[str, int, int], None]
+TOY_SOLVE_BOUNDS = (-12.0, 12.0, -4.0, 12.0)  # the toy window widened: mixture samples lie inside it
 
 
 def cache_path(cfg: RunConfig) -> Path:
@@ -105,6 +106,8 @@ def precompute(cfg: RunConfig, progress: Progress | None = None, force: bool = F
                 if name in solved:
                     continue
                 metric = build_metric(name, ctx)
+                if space.kind == "toy" and cfg.grid_res > 0:
+                    metric = GridMetric(metric, TOY_SOLVE_BOUNDS, cfg.grid_res)
                 total = [0]
 
                 def tick(n: int, name=name) -> None:
@@ -133,19 +136,63 @@ def summary(path: Path) -> pd.DataFrame:
     return store.query_df(path, "SELECT metric, score, mean, std, reference FROM summary ORDER BY metric, score")
 
 
-def report(cfg: RunConfig, progress: Progress | None = None) -> dict:
-    """JSON-able scores per metric beside the paper's, as the page shows them (computes the cache if missing)."""
-    path = precompute(cfg, progress)
+def run_config(path: Path) -> RunConfig:
+    """The run config a cache was built with."""
+    df = store.query_df(path, "SELECT value FROM meta WHERE key = ?", ["config"])
+    return RunConfig.from_dict(json.loads(df.value.iloc[0]))
+
+
+def list_runs(dataset: str) -> list[Path]:
+    """Finished geodesic caches of a dataset, newest first."""
+    files = store.list_files(f"geodesics-{store.safe_name(dataset)}-*.duckdb")
+    return sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def report_from_cache(path: Path) -> dict:
+    """JSON-able scores per metric beside the paper's: exactly what the page's score table shows."""
+    cfg = run_config(path)
+    space_kind = "toy" if cfg.is_toy else "chars"
     df = summary(path)
     timing = store.query_df(path, "SELECT metric, seconds FROM timing")
     out: dict = {"dataset": cfg.dataset, "n_pairs": cfg.n_pairs, "cache": path.name, "metrics": {}}
     for metric in cfg.metrics:
+        entry: dict = {}
         rows = df[df.metric == metric]
-        entry = {}
-        for r in rows.itertuples():
+        for r in sorted(rows.itertuples(), key=lambda r: SCORES[space_kind].index(r.score)):
             entry[r.score] = round(float(r.mean), 4)
             entry[f"{r.score} (paper)"] = None if pd.isna(r.reference) else float(r.reference)
         sec = timing[timing.metric == metric].seconds
         entry["seconds"] = round(float(sec.iloc[0]), 2) if len(sec) else None
         out["metrics"][metric] = entry
     return out
+
+
+def report(cfg: RunConfig, progress: Progress | None = None) -> dict:
+    """The report of a run (computes its cache first if missing)."""
+    return report_from_cache(precompute(cfg, progress))
+
+
+def load_paths(path: Path, metric: str, pair_ids: list[int]) -> np.ndarray:
+    """Cached paths (len(pair_ids), T, d) of one metric, in the order asked."""
+    cfg = run_config(path)
+    if not pair_ids:
+        return np.zeros((0, cfg.steps, 0), np.float32)
+    with store.connect_ro(path) as con:
+        flat = store.fetch_array(con, "SELECT path FROM paths WHERE metric = ? AND list_contains(?, pair_id) "
+                                      "ORDER BY pair_id", [metric, list(map(int, pair_ids))])
+    order = np.argsort(np.argsort(pair_ids))
+    return flat.reshape(len(pair_ids), cfg.steps, -1)[order]
+
+
+def load_pairs(path: Path) -> pd.DataFrame:
+    return store.query_df(path, "SELECT pair_id, label, a0, a1 FROM pairs ORDER BY pair_id")
+
+
+def load_truth(path: Path, pair_ids: list[int]) -> np.ndarray:
+    """Encoded true rotation paths (len(pair_ids), T, d) of a character run."""
+    cfg = run_config(path)
+    with store.connect_ro(path) as con:
+        flat = store.fetch_array(con, "SELECT path FROM truth WHERE list_contains(?, pair_id) ORDER BY pair_id",
+                                 [list(map(int, pair_ids))])
+    order = np.argsort(np.argsort(pair_ids))
+    return flat.reshape(len(pair_ids), cfg.steps, -1)[order]

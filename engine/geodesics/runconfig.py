@@ -55,6 +55,9 @@ class RunConfig(Config):
     solver_tol: float = 1e-4
     batch_size: int = 250
     method: str = "discrete"
+    grid_res: float = 0.05
+    """Toy only: tabulate each metric on a grid of this spacing over TOY_SOLVE_BOUNDS and interpolate
+    (0 = evaluate the metric exactly at every step)."""
 
     def validate(self) -> None:
         check_choice("dataset", self.dataset, DATASETS)
@@ -64,6 +67,7 @@ class RunConfig(Config):
         for name in ("n_pairs", "n_data", "land_ref", "rbf_centers", "steps"):
             check_positive(name, getattr(self, name))
         check_positive("land_sigma", self.land_sigma)
+        check_positive("grid_res", self.grid_res, allow_zero=True)
 
     @property
     def is_toy(self) -> bool:
@@ -74,13 +78,13 @@ class RunConfig(Config):
         check_choice("dataset", dataset, DATASETS)
         if dataset in TOY_DATASETS:
             kw = dict(dataset=dataset, n_pairs=1000, n_data=5000, metrics=TOY_METRICS, land_sigma=1.0,
-                      rbf_centers=30, land_ref=1000)
+                      rbf_centers=30, land_ref=1000, solver_lr=5e-2, solver_iters=2000)
         else:
             kw = dict(dataset=dataset, n_pairs=140, n_data=1000, metrics=CHAR_METRICS, land_sigma=0.4,
                       rbf_centers=300, land_ref=2000, ebm_width=128, ebm_depth=3, ebm_step=1.0,
                       batch_size=70)
         if small:
-            kw.update(n_pairs=16, ebm_iters=60, ebm_langevin=20, ebm_width=16, ebm_depth=2, ae_epochs=2, solver_iters=300,
+            kw.update(grid_res=0.1, n_pairs=16, ebm_iters=60, ebm_langevin=20, ebm_width=16, ebm_depth=2, ae_epochs=2, solver_iters=300,
                       land_ref=200, n_data=300 if dataset in TOY_DATASETS else 40,
                       rbf_centers=10 if dataset in TOY_DATASETS else 20)
         kw.update(overrides)
