@@ -126,7 +126,8 @@ def main() -> None:
     event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="dvr_scatter", width="stretch")
     points = ((event or {}).get("selection") or {}).get("points", [])
     clicked = next((p["customdata"][0] for p in points if p.get("customdata") and p["customdata"][0] in models), None)
-    if clicked and clicked != st.session_state.get("dvr_model"):
+    if clicked and clicked != st.session_state.get("_dvr_last_click"):  # a new click, not a stale selection
+        st.session_state["_dvr_last_click"] = clicked
         set_url(dvr_model=clicked)
         st.session_state.pop("_sel_dvr_model", None)
 

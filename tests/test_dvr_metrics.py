@@ -118,3 +118,21 @@ def test_generator_contract(name):
     out = generators.make(name, **({"strength": 1.0} if name == "affine" else {})).sample(ex, 4, 0, pool)
     assert out.shape[:2] == ((3, 5) if name == "human" else (3, 4)) and out.shape[2:] == (50, 50)
     assert out.min() >= 0 and out.max() <= 1
+
+
+def test_ink_binarise_keeps_exemplar_ink_count():
+    from engine.dvr.vae import ink_binarise
+
+    p = torch.tensor([[[[0.1, 0.4], [0.3, 0.2]]]])  # (C=1, n=1, 2, 2)
+    e = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]]]])  # 2 ink pixels
+    torch.testing.assert_close(ink_binarise(p, e), torch.tensor([[[[0.0, 1.0], [1.0, 0.0]]]]))
+
+
+def test_kl_gauss_matches_torch_distributions():
+    from torch.distributions import Normal, kl_divergence
+
+    from engine.dvr.vae import kl_gauss
+
+    mq, lq, mp, lp = torch.tensor([[0.3, -1.0]]), torch.tensor([[0.2, -0.5]]), torch.tensor([[1.0, 0.0]]), torch.tensor([[-0.3, 0.4]])
+    ref = kl_divergence(Normal(mq, (0.5 * lq).exp()), Normal(mp, (0.5 * lp).exp())).sum(-1)
+    torch.testing.assert_close(kl_gauss(mq, lq, mp, lp), ref)

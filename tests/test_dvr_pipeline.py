@@ -25,7 +25,7 @@ def dvr(cache_root):
              generators.ModelSpec("vae_ns", (("beta", 1.0),), "beta")]
     return build.build(
         stroke_cfg=strokes.StrokeSetConfig(chars_per_alphabet=4, drawers=6),
-        critic_cfg=CriticConfig(widths=(8, 8, 16, 16), simclr_epochs=2, simclr_batch=64, proto_episodes=30, proto_way=10),
+        critic_cfg=CriticConfig(widths=(8, 8, 16, 16), simclr_epochs=1, simclr_batch=64, proto_episodes=15, proto_way=10),
         vae_cfg=VAEConfig(steps=3, channels=4, hidden=32, batch_classes=4, targets_per_class=2),
         eval_cfg=evaluate.EvalConfig(n_episodes=200), specs=specs, n_samples=5)
 

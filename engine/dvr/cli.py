@@ -9,7 +9,7 @@ def register(commands, reports) -> None:
     p.add_argument("--chars-per-alphabet", type=int, default=16, help="built-in set: characters per alphabet")
     p.add_argument("--simclr-epochs", type=int, default=6)
     p.add_argument("--proto-episodes", type=int, default=250)
-    p.add_argument("--vae-steps", type=int, default=400)
+    p.add_argument("--vae-steps", type=int, default=150)
     p.add_argument("--betas", default="0.5,2,8", help="comma-separated β values swept for vae_ns")
     p.add_argument("--strengths", default="0.5,1,2", help="comma-separated strengths swept for affine")
     p.add_argument("--episodes", type=int, default=500, help="fixed test episodes per class")

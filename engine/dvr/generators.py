@@ -9,7 +9,7 @@ drawings other than the exemplar: only ``other_class`` and ``human`` read it.
 | copy        | reference | the exemplar itself, n times (zero diversity)                 |
 | affine      | reference | random affine jitter of the exemplar (swept: strength)        |
 | other_class | reference | a random real drawing of another test class (chance level)    |
-| vae_ns      | vae       | one-shot neural-statistician VAE (swept: β)                   |
+| vae_ns      | vae       | one-shot neural-statistician VAE (swept: β), ink-count binarised |
 | human       | human     | the real drawings (the human reference)                       |
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from engine.dvr.networks import random_affine
-from engine.dvr.vae import NeuralStatistician, VAEConfig, train_vae
+from engine.dvr.vae import NeuralStatistician, VAEConfig, ink_binarise, train_vae
 
 
 @dataclasses.dataclass
@@ -86,8 +86,8 @@ class VAENS(Generator):
     def sample(self, exemplars, n, seed, pool):
         gen = torch.Generator().manual_seed(seed)
         dev = next(self.net_.parameters()).device
-        x = torch.from_numpy(exemplars).float().unsqueeze(1).to(dev)
-        return self.net_.sample(x, n, gen).cpu().numpy()
+        x = torch.from_numpy(exemplars).float().unsqueeze(1).to(dev)  # (C, 1, 50, 50)
+        return ink_binarise(self.net_.sample(x, n, gen), x).cpu().numpy()
 
 
 GENERATORS: dict[str, tuple[type[Generator], str]] = {

@@ -132,7 +132,7 @@ def train_simclr(x: np.ndarray, cfg: CriticConfig, device: torch.device, progres
             loss.backward()
             opt.step()
             if progress:
-                progress(ep * steps + s + 1, cfg.simclr_epochs * steps, float(loss))
+                progress(ep * steps + s + 1, cfg.simclr_epochs * steps, loss.item())
     return net.eval()
 
 
@@ -163,7 +163,7 @@ def train_protonet(x: np.ndarray, y: np.ndarray, cfg: CriticConfig, device: torc
         loss.backward()
         opt.step()
         if progress:
-            progress(ep + 1, cfg.proto_episodes, float(loss))
+            progress(ep + 1, cfg.proto_episodes, loss.item())
     return net.eval()
 
 
