@@ -104,9 +104,26 @@ REDUCED_TRAIN = dict(n_train=8000, steps=800, batch_size=256, n_eval=500)
 @pytest.fixture(scope="session")
 def default_weights(cache_root):
     """The default model trained on a reduced schedule (same code path as `geolens train-default`)."""
-    from engine.default_model import TrainConfig, default_spec
+    import shutil
 
-    return default_spec(TrainConfig(**REDUCED_TRAIN))
+    from engine.default_model import TrainConfig, default_spec, weights_path
+
+    cfg = TrainConfig(**REDUCED_TRAIN)
+    # a developer's machine keeps one trained copy across sessions (cache/ is git-ignored); CI trains it
+    keep = ROOT / "cache" / "test-models" / weights_path(cfg).name
+    target = weights_path(cfg)
+    if keep.exists() and keep.with_suffix(".json").exists() and not os.environ.get("CI"):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for src in (keep, keep.with_suffix(".json")):
+            shutil.copyfile(src, target.parent / src.name)
+    spec = default_spec(cfg)
+    if not keep.exists() and not os.environ.get("CI"):
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        for src in (target.with_suffix(".json"), target):
+            tmp = keep.parent / (src.name + ".tmp")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, keep.parent / src.name)
+    return spec
 
 
 @pytest.fixture(scope="session")
