@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "engine.dvr.cli",
     "engine.geodesics.cli",
     "engine.gap.cli",
+    "engine.sae.cli",
 ]
 
 

@@ -1,0 +1,202 @@
+"""Dictionary learners behind one interface: ``encode`` / ``decode`` / ``dictionary`` / ``fit``.
+
+Every learner maps embeddings x (n, d) to sparse codes z (n, m) and back, x̂ = z D + b, with
+D (m, d) the dictionary and b a decoder bias (zero for Matching Pursuit). Interventions are then
+one-liners on the codes: keeping only atoms in a boolean mask ``keep`` (m,) is
+``sae.decode(z * keep)``, and the paper's bimodal-only embedding Σ_{k∈B} z_k D_k is
+``(z * keep) @ sae.dictionary()`` (no bias).
+
+Learners (registry ``LEARNERS``; names double as CLI choices):
+- ``mp``: Matching-Pursuit SAE (Iso-Energy paper, METHODS.md §1): k greedy steps on unit-norm atoms.
+- ``topk``: TopK SAE (Gao et al. 2024): z = TopK(ReLU(W_e (x − b) + b_e)).
+- ``batchtopk``: BatchTopK SAE (Bussmann et al. 2024): keep the k·B largest over the batch;
+  at inference a threshold θ (running mean of the smallest kept value) replaces the batch rule.
+- ``archetypal``: TopK encoder with the relaxed archetypal dictionary of Fel et al. 2025
+  (METHODS.md §5), see ``engine/sae/archetypal.py``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class DictionaryLearner(nn.Module):
+    """Base class. Subclasses implement ``sparse_codes`` and ``dictionary``."""
+
+    arch: str = ""
+
+    def __init__(self, d: int, atoms: int, k: int):
+        super().__init__()
+        self.d, self.atoms, self.k = d, atoms, k
+
+    def dictionary(self) -> torch.Tensor:
+        """The atoms D, (m, d)."""
+        raise NotImplementedError
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """x (n, d) -> dense codes z (n, m) with at most k non-zeros per row (BatchTopK: k on average)."""
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """z (n, m) -> x̂ = z D + b, (n, d)."""
+        return z @ self.dictionary() + self.bias
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.encode(x)
+        return z, self.decode(z)
+
+    def init_from_data(self, x: torch.Tensor, generator: torch.Generator) -> None:
+        """Data-dependent initialisation (atoms from data points); x (N, d) on the model's device."""
+
+    def after_step(self) -> None:
+        """Projection after each optimiser step (constraints); no-op by default."""
+
+    def fit(self, img: torch.Tensor, txt: torch.Tensor, cfg) -> dict:
+        """Train on aligned pairs (img (n, d), txt (n, d)) with ``engine.sae.train.train_loop``."""
+        from engine.sae.train import train_loop
+
+        return train_loop(self, img, txt, cfg)
+
+
+def _unit_rows(w: torch.Tensor) -> torch.Tensor:
+    return w / w.norm(dim=1, keepdim=True).clamp_min(1e-8)
+
+
+def _random_atoms(x: torch.Tensor, atoms: int, generator: torch.Generator) -> torch.Tensor:
+    """Atoms drawn from data rows plus a little noise, (atoms, d), unit norm."""
+    idx = torch.randint(0, x.shape[0], (atoms,), generator=generator)
+    noise = torch.randn(atoms, x.shape[1], generator=generator) * 0.05
+    return _unit_rows(x.detach().cpu()[idx] + noise)
+
+
+def matching_pursuit(x: torch.Tensor, D: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """k greedy Matching-Pursuit steps of x (n, d) on unit-norm atoms D (m, d).
+
+    r ← x; repeat k times: s = r Dᵀ, j = argmax s, z_j += s_j, r ← r − s_j D_j.
+    Implemented on correlations: s ← s − s_j G_j with the Gram matrix G = D Dᵀ (m, m),
+    which equals (r − s_j D_j) Dᵀ exactly and costs O(n m) per step instead of O(n m d).
+    Returns (indices (n, k), values (n, k)); an atom may be picked more than once.
+    """
+    s = x @ D.T  # (n, m)
+    G = D @ D.T  # (m, m)
+    rows = torch.arange(x.shape[0], device=x.device)
+    idx, val = [], []
+    for _ in range(k):
+        j = s.detach().argmax(dim=1)  # (n,)
+        v = s[rows, j]  # (n,)
+        s = s - v[:, None] * G[j]  # (n, m)
+        idx.append(j)
+        val.append(v)
+    return torch.stack(idx, 1), torch.stack(val, 1)
+
+
+def scatter_codes(idx: torch.Tensor, val: torch.Tensor, atoms: int) -> torch.Tensor:
+    """(n, k) indices and values -> dense codes (n, m), summing repeated picks."""
+    return torch.zeros(idx.shape[0], atoms, device=val.device, dtype=val.dtype).scatter_add(1, idx, val)
+
+
+class MPSAE(DictionaryLearner):
+    """Matching-Pursuit SAE: no encoder weights; the dictionary is the only parameter.
+
+    Atoms are kept unit-norm by construction: D = W / ‖W‖ row-wise.
+    """
+
+    arch = "mp"
+
+    def __init__(self, d: int, atoms: int, k: int):
+        super().__init__(d, atoms, k)
+        self.weight = nn.Parameter(_unit_rows(torch.randn(atoms, d)))  # (m, d)
+        self.register_buffer("bias", torch.zeros(d))  # (d,) always zero: MP has no bias
+
+    def dictionary(self) -> torch.Tensor:
+        return _unit_rows(self.weight)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        idx, val = matching_pursuit(x, self.dictionary(), self.k)
+        return scatter_codes(idx, val, self.atoms)
+
+    def init_from_data(self, x: torch.Tensor, generator: torch.Generator) -> None:
+        with torch.no_grad():
+            self.weight.copy_(_random_atoms(x, self.atoms, generator).to(self.weight.device))
+
+
+def topk_mask(pre: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the k largest entries of each row of pre (n, m), zero the rest."""
+    val, idx = pre.topk(k, dim=1)
+    return torch.zeros_like(pre).scatter(1, idx, val)
+
+
+class TopKSAE(DictionaryLearner):
+    """TopK SAE: z = TopK(ReLU(W_e (x − b) + b_e)), x̂ = z D + b with unit-norm atoms."""
+
+    arch = "topk"
+
+    def __init__(self, d: int, atoms: int, k: int):
+        super().__init__(d, atoms, k)
+        self.weight = nn.Parameter(_unit_rows(torch.randn(atoms, d)))  # (m, d) decoder
+        self.enc = nn.Parameter(self.weight.detach().clone())  # (m, d) encoder, tied at init
+        self.enc_bias = nn.Parameter(torch.zeros(atoms))  # (m,)
+        self.bias = nn.Parameter(torch.zeros(d))  # (d,) learned pre/post bias
+
+    def dictionary(self) -> torch.Tensor:
+        return _unit_rows(self.weight)
+
+    def pre_codes(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu((x - self.bias) @ self.enc.T + self.enc_bias)  # (n, m)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return topk_mask(self.pre_codes(x), self.k)
+
+    def init_from_data(self, x: torch.Tensor, generator: torch.Generator) -> None:
+        with torch.no_grad():
+            atoms = _random_atoms(x, self.atoms, generator).to(self.weight.device)
+            self.weight.copy_(atoms)
+            self.enc.copy_(atoms)
+            self.bias.copy_(x.mean(0))
+
+
+class BatchTopKSAE(TopKSAE):
+    """BatchTopK SAE: in training keep the k·n largest pre-codes of the whole batch (n rows).
+
+    A running mean θ of the smallest kept value is tracked during training; in eval mode the
+    rule is z = pre · 1[pre > θ], so codes no longer depend on the batch.
+    """
+
+    arch = "batchtopk"
+
+    def __init__(self, d: int, atoms: int, k: int, momentum: float = 0.01):
+        super().__init__(d, atoms, k)
+        self.momentum = momentum
+        self.register_buffer("threshold", torch.tensor(-1.0))  # < 0: not estimated yet
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.pre_codes(x)  # (n, m)
+        if not self.training and self.threshold >= 0:
+            return pre * (pre > self.threshold)
+        flat = pre.reshape(-1)
+        val, idx = flat.topk(min(self.k * x.shape[0], flat.numel()))
+        z = torch.zeros_like(flat).scatter(0, idx, val).reshape(pre.shape)
+        if self.training:
+            with torch.no_grad():
+                low = val[val > 0].min() if (val > 0).any() else val.new_tensor(0.0)
+                t = self.threshold
+                self.threshold.copy_(low if t < 0 else (1 - self.momentum) * t + self.momentum * low)
+        return z
+
+
+def registry() -> dict[str, type[DictionaryLearner]]:
+    from engine.sae.archetypal import ArchetypalSAE
+
+    return {"mp": MPSAE, "topk": TopKSAE, "batchtopk": BatchTopKSAE, "archetypal": ArchetypalSAE}
+
+
+LEARNER_NAMES = ("mp", "topk", "batchtopk", "archetypal")
+
+
+def make_learner(arch: str, d: int, atoms: int, k: int, **kw) -> DictionaryLearner:
+    """Build a learner by registry name."""
+    reg = registry()
+    if arch not in reg:
+        raise ValueError(f"unknown SAE arch {arch!r}; choose one of {sorted(reg)}")
+    return reg[arch](d, atoms, k, **kw)
