@@ -75,7 +75,11 @@ class EnergyMLP(nn.Module):
         self.register_buffer("scale", torch.ones(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.trunk((x - self.mean) / self.scale)  # (..., width)
+        return self.forward_std((x - self.mean) / self.scale)
+
+    def forward_std(self, z: torch.Tensor) -> torch.Tensor:
+        """Energy of standardised inputs z (..., d) -> (...), what the sampler works with."""
+        h = self.trunk(z)  # (..., width)
         return (self.f1(h) * self.f2(h) + self.f3(h * h)).squeeze(-1)
 
 
@@ -88,14 +92,6 @@ def langevin(model: nn.Module, x: torch.Tensor, steps: int, step_size: float, no
         (g,) = torch.autograd.grad(model.forward_std(x).sum(), x)
         x = (x.detach() - step_size * g + noise * torch.randn_like(x)).clamp(lo, hi)
     return x.detach()
-
-
-def _forward_std(self: EnergyMLP, z: torch.Tensor) -> torch.Tensor:
-    h = self.trunk(z)
-    return (self.f1(h) * self.f2(h) + self.f3(h * h)).squeeze(-1)
-
-
-EnergyMLP.forward_std = _forward_std  # energy of standardised inputs, used by the sampler
 
 
 def train_ebm(x: torch.Tensor, cfg: EBMConfig, device: torch.device | None = None,

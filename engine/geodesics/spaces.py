@@ -7,6 +7,7 @@ true rotation path γ* for characters.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Callable
 
 import numpy as np
@@ -107,7 +108,8 @@ def build_chars(cfg: RunConfig, progress: Progress | None = None, train: bool = 
 def build_points(points: np.ndarray, cfg: RunConfig, progress: Progress | None = None, train: bool = True) -> Space:
     """User-supplied latent vectors (n, d): the EBM is trained on them; calibration adds Gaussian off-data points."""
     z = torch.as_tensor(points, dtype=torch.float32)
-    data_key = stable_hash({"points": stable_hash(points.tobytes().hex()[:100000] + str(points.shape)), "v": ENGINE_VERSION})
+    digest = hashlib.sha256(np.ascontiguousarray(points, dtype=np.float32).tobytes()).hexdigest()
+    data_key = stable_hash({"points": digest, "shape": list(points.shape), "v": ENGINE_VERSION})
     ebm_cfg = cfg.ebm_config()
     ebm = get_ebm(data_key, z, ebm_cfg, progress=_ebm_progress(progress, ebm_cfg.iters), train=train)
     gen = torch.Generator().manual_seed(cfg.seed)
