@@ -119,5 +119,5 @@ def train_on_cache(cache: EmbCache, cfg: SAEConfig, name: str | None = None, for
 def train_loop_on(model, img, txt, cfg, checkpoint, progress, device, show_bar) -> dict:
     from engine.sae.train import train_loop
 
-    return train_loop(model, torch.from_numpy(img), torch.from_numpy(txt), cfg, checkpoint=checkpoint,
+    return train_loop(model, torch.tensor(img), torch.tensor(txt), cfg, checkpoint=checkpoint,
                       progress=progress, device=device, show_bar=show_bar)
