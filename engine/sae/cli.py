@@ -32,8 +32,8 @@ def register(commands, reports) -> None:
 
     p = commands.add_parser("sanity-check", help="plain vs aligned SAE on synthetic data with ground truth")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--n-pairs", type=int, default=None, help="synthetic pairs per run (default 20000)")
-    p.add_argument("--steps", type=int, default=None, help="minimum training steps per run (default 1500)")
+    p.add_argument("--n-pairs", type=int, default=None, help="synthetic pairs per run (default 10000)")
+    p.add_argument("--steps", type=int, default=None, help="minimum training steps per run (default 600)")
     p.add_argument("--beta", type=float, default=None, help="alignment weight of the aligned runs")
     p.add_argument("--device", default=None)
     p.add_argument("--json", action="store_true")

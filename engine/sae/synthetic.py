@@ -35,8 +35,8 @@ class SyntheticConfig(Config):
     """shared (concept) atoms"""
     n_bias: int = 4
     """bias atoms per modality"""
-    n_pairs: int = 20000
-    t: float = 0.9
+    n_pairs: int = 10000
+    t: float = 0.5
     """how much of a shared atom is common to both modalities (1: identical)"""
     p_max: float = 0.3
     p_min: float = 0.02
