@@ -14,7 +14,8 @@ from ui.state import set_url, synced_select
 
 st.title("Concepts and the strategic cluster graph")
 st.caption("CRAFT concepts (crops → NMF) of one class, their importance by Sobol indices and gradient × input, "
-           "and every image placed by its concept-importance vector. Click a point; lasso a cluster.")
+           "and every image placed by its concept-importance vector. Click a point; lasso a cluster with the "
+           "chart toolbar's lasso tool.")
 
 
 @st.cache_data(ttl=5, show_spinner=False)
@@ -128,7 +129,7 @@ with right:
     ins = meta["classifier"]["input_size"]
     panels = [img] + [render.overlay(img, render.heat_image(det["heat"][..., c], ins, det["grid"], img.shape[0]),
                                      render.hex_to_rgb(figures.concept_colour(int(c)))) for c in order]
-    st.image(panels, caption=[f"#{row} {imgs['name'][row]}"] + [f"concept {c}" for c in order], width=150)
+    st.image(panels, caption=[f"#{row} {imgs['name'][row]}"] + [f"concept {c}" for c in order], width=110)
     st.caption(f"Selected image #{row} ({imgs['name'][row]}): class probability {imgs['prob'][row]:.3f}, "
                f"top concepts {', '.join(str(int(c)) for c in order)} (their heatmaps tinted in their colours).")
     st.plotly_chart(figures.importance_bars(imp[row], method, important, f"image #{row}: {figures.METHOD_LABELS[method]}"),

@@ -38,7 +38,7 @@ def cluster_graph(xy: pd.DataFrame, top: np.ndarray, important: np.ndarray, name
         p = xy.iloc[selected]
         fig.add_trace(go.Scatter(x=[p["x"]], y=[p["y"]], mode="markers", name="selected", hoverinfo="skip",
                                  marker={"symbol": "circle-open", "size": 18, "color": "black", "line": {"width": 2}}))
-    fig.update_layout(height=520, margin=dict(l=10, r=10, t=30, b=10), dragmode="lasso",
+    fig.update_layout(height=520, margin=dict(l=10, r=10, t=30, b=10),
                       legend={"orientation": "h", "y": -0.05}, xaxis={"visible": False}, yaxis={"visible": False})
     return fig
 
