@@ -39,7 +39,7 @@ def test_contract_every_learner(arch):
     img, txt = tiny_pairs()
     cfg = tiny_cfg(arch)
     model = make_learner(arch, 8, 16, 3, **cfg.learner_kwargs())
-    summary = model.fit(img, txt, cfg)
+    summary = model.fit(img, txt, cfg, show_bar=False).fit_summary_
     assert summary["steps"] == 30
     x = torch.cat([img, txt])
     with torch.no_grad():

@@ -52,11 +52,13 @@ class DictionaryLearner(nn.Module):
     def after_step(self) -> None:
         """Projection after each optimiser step (constraints); no-op by default."""
 
-    def fit(self, img: torch.Tensor, txt: torch.Tensor, cfg) -> dict:
-        """Train on aligned pairs (img (n, d), txt (n, d)) with ``engine.sae.train.train_loop``."""
+    def fit(self, img: torch.Tensor, txt: torch.Tensor, cfg, **kw) -> "DictionaryLearner":
+        """Train on aligned pairs (img (n, d), txt (n, d)) with ``engine.sae.train.train_loop``;
+        returns self, the training summary in ``fit_summary_``."""
         from engine.sae.train import train_loop
 
-        return train_loop(self, img, txt, cfg)
+        self.fit_summary_ = train_loop(self, img, txt, cfg, **kw)
+        return self
 
 
 def _unit_rows(w: torch.Tensor) -> torch.Tensor:
