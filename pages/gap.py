@@ -66,13 +66,13 @@ def _cards(rep: dict) -> None:
     sub = (f"exact OT on {g['W_points'][0]:,} + {g['W_points'][1]:,} points"
            + (" (seeded subsample)" if g["W_subsampled"] else " (all points)"))
     cols = st.columns(6)
-    cols[0].metric("DiM (centroid distance)", f"{g['DiM']:.4f}", help="‖mean(image) − mean(text)‖₂")
-    cols[1].metric("W (OT, cost 1 − cos)", f"{g['W']:.4f}", help=sub)
-    cols[2].metric("True-pair cosine", f"{c['true_pairs']:.4f}")
-    cols[3].metric("Intra-image cosine", f"{c['intra_image']:.4f}", help="mean cosine of distinct images (the cone)")
-    cols[4].metric("Intra-text cosine", f"{c['intra_text']:.4f}", help="mean cosine of distinct captions")
-    cols[5].metric("Modality probe accuracy", f"{p['accuracy']:.4f}",
-                   help=f"logistic regression, {p['n_train']:,} train / {p['n_test']:,} held-out points")
+    cols[0].metric("DiM", f"{g['DiM']:.4f}", help="centroid distance ‖mean(image) − mean(text)‖₂")
+    cols[1].metric("W (OT)", f"{g['W']:.4f}", help=f"optimal-transport cost, cost 1 − cos; {sub}")
+    cols[2].metric("Pair cosine", f"{c['true_pairs']:.4f}", help="mean cosine of true image-caption pairs")
+    cols[3].metric("Image cone", f"{c['intra_image']:.4f}", help="mean cosine between distinct images")
+    cols[4].metric("Text cone", f"{c['intra_text']:.4f}", help="mean cosine between distinct captions")
+    cols[5].metric("Probe accuracy", f"{p['accuracy']:.4f}",
+                   help=f"held-out accuracy of a linear probe telling image from text; logistic regression, {p['n_train']:,} train / {p['n_test']:,} held-out points")
     st.caption(f"W: {sub}." + (" **W was computed on a subsample.**" if g["W_subsampled"] else ""))
 
 
@@ -86,38 +86,31 @@ def _retrieval_table(rep: dict) -> pd.DataFrame:
 
 
 def _show_item(cache: EmbCache, pts, row: int) -> None:
-    t = pts.table
-    n = len(pts.pair_ids)
-    item = t.iloc[row]
-    partner = row + n if row < n else row - n
+    """The clicked item, its true partner and its nearest neighbours in the other modality."""
+    t, n = pts.table, len(pts.pair_ids)
+    item, i = t.iloc[row], row % n  # i: the pair's row in img/txt
     is_img = item["modality"] == "image"
-    emb = (pts.img if is_img else pts.txt)[row % n]
-    other = pts.txt if is_img else pts.img
-    st.markdown(f"**#{item['id']}** — {item['modality']} of pair {item['pair_id']}")
-    pair_cos = float(metrics.normalise(emb[None])[0] @ metrics.normalise(other[row % n][None])[0])
+    emb, other = (pts.img[i], pts.txt) if is_img else (pts.txt[i], pts.img)
+    sims = metrics.normalise(other) @ metrics.normalise(emb[None])[0]  # (n,)
     idx, cos = metrics.top_k_cosine(emb, other, NEIGHBOURS)
-    rank = int(np.sum(metrics.normalise(other) @ metrics.normalise(emb[None])[0] > pair_cos))
-    img_row = row if is_img else partner
-    thumbs = cache.thumbnails([int(t["id"].iloc[img_row])])
-    left, right = st.columns([1, 2])
-    with left:
-        if thumbs:
-            st.image(next(iter(thumbs.values())), width=128, caption="image" if is_img else "true partner (image)")
-    with right:
-        cap = t["text"].iloc[partner if is_img else row]
-        st.markdown(f"{'True partner' if is_img else 'This caption'}: *{cap}*")
-        st.caption(f"cosine with its true partner {pair_cos:.4f}; {rank} items of the other modality score higher")
-    st.markdown(f"Nearest {'captions' if is_img else 'images'}:")
+    st.markdown(f"**#{item['id']}** — {item['modality']} of pair {item['pair_id']}")
+    img_id = int(t["id"].iloc[i])
+    thumb = cache.thumbnails([img_id]).get(img_id)
+    if thumb:
+        st.image(thumb, width=120, caption="this image" if is_img else "its true partner")
+    st.markdown(f"{'True partner' if is_img else 'This caption'}: *{t['text'].iloc[n + i]}*")
+    st.caption(f"cosine with its true partner {sims[i]:.4f}; {int(np.sum(sims > sims[i]))} items of the other "
+               "modality score higher")
+    st.markdown(f"Nearest {'captions' if is_img else 'images'} (cosine):")
     nn_rows = idx + (n if is_img else 0)
-    if is_img:
-        st.dataframe(pd.DataFrame({"id": t["id"].iloc[nn_rows].to_numpy(), "cosine": cos,
-                                   "true partner": idx == row % n, "caption": t["text"].iloc[nn_rows].to_numpy()}),
-                     hide_index=True, key="gap_nn")
+    ids = [int(v) for v in t["id"].iloc[nn_rows]]
+    th = {} if is_img else cache.thumbnails(ids)
+    if th:
+        st.image([th[v] for v in ids if v in th], width=72,
+                 caption=[f"#{v} {c:.3f}" + (" ✓" if j == i else "") for v, c, j in zip(ids, cos, idx) if v in th])
     else:
-        ids = [int(i) for i in t["id"].iloc[nn_rows]]
-        th = cache.thumbnails(ids)
-        st.image([th[i] for i in ids if i in th], width=72,
-                 caption=[f"#{i} cos {c:.3f}" + (" ✓" if j == row % n else "") for i, c, j in zip(ids, cos, idx) if i in th])
+        st.dataframe(pd.DataFrame({"id": ids, "cosine": cos, "true partner": idx == i,
+                                   "caption": t["text"].iloc[nn_rows].to_numpy()}), hide_index=True, key="gap_nn")
 
 
 def _grid(cache: EmbCache, pts, rows: list[int]) -> None:

@@ -117,8 +117,7 @@ def joint_map(xy: np.ndarray, table: pd.DataFrame, colour: str = "modality", seg
                                    hoverinfo="skip", marker=dict(size=16, color="rgba(0,0,0,0)",
                                                                  line=dict(width=2.5, color="black"))))
     fig.update_layout(height=620, margin=dict(l=10, r=10, t=30, b=10), dragmode="select",
-                      legend=dict(itemsizing="constant", title=colour), uirevision=colour)
-    fig.update_yaxes(scaleanchor="x", scaleratio=1)
+                      legend=dict(itemsizing="constant", title=colour, orientation="h", y=-0.08), uirevision=colour)
     return fig, MapInfo(len(table), len(rows), density, n_seg, len(table) // 2)
 
 
