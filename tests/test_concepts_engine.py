@@ -130,6 +130,28 @@ def test_nmf_reconstructs_low_rank_activations():
     np.testing.assert_allclose(craft.transform(a[:3], w0.astype(np.float32)), u0[:3], atol=1e-3)
 
 
+# ----------------------------------------------------------------------------- pictures and maps
+def test_heatmap_of_overlapping_crops_is_their_average():
+    from engine.concepts.render import heat_to_pixels, overlay
+
+    px = heat_to_pixels(np.array([[1.0, 3.0], [5.0, 7.0]]), 3, {"kind": "crops", "patch": 2, "stride": 1})
+    np.testing.assert_allclose(px, [[1, 2, 3], [3, 4, 5], [5, 6, 7]])
+    sp = heat_to_pixels(np.ones((7, 7)), 28, {"kind": "spatial"})
+    assert sp.shape == (28, 28) and np.allclose(sp, 1)
+    out = overlay(np.zeros((2, 2), np.uint8), np.array([[0.0, 1.0], [0.0, 0.5]]), (200, 0, 0), alpha=0.5)
+    np.testing.assert_array_equal(out[..., 0], [[0, 100], [0, 50]])
+
+
+def test_concept_map_keeps_cosine_neighbours_together():
+    from engine.concepts.layout import concept_map, embed_2d
+
+    w = np.array([[1.0, 0, 0], [2.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])  # c0 ≡ c1 (cosine 1)
+    xy = concept_map(w)
+    d = np.linalg.norm(xy[:, None] - xy[None], axis=-1)
+    assert d[0, 1] < 0.1 * d[0, 2] and d[0, 1] < 0.1 * d[0, 3]
+    assert embed_2d(np.ones((3, 5)), "tsne").shape == (3, 2)
+
+
 # ----------------------------------------------------------------------------- fidelity
 def test_fidelity_curve_hand_computed():
     """k=2, W=I, head logits = (2 u0 + u1, 0): deletion of c0 then c1, insertion the reverse."""
