@@ -59,7 +59,11 @@ def server(cache_root) -> str:
         pytest.fail("streamlit server did not start")
     yield url
     proc.terminate()
-    proc.wait(timeout=10)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")
