@@ -132,7 +132,8 @@ with right:
     st.image(panels, caption=[f"#{row} {imgs['name'][row]}"] + [f"concept {c}" for c in order], width=110)
     st.caption(f"Selected image #{row} ({imgs['name'][row]}): class probability {imgs['prob'][row]:.3f}, "
                f"top concepts {', '.join(str(int(c)) for c in order)} (their heatmaps tinted in their colours).")
-    st.plotly_chart(figures.importance_bars(imp[row], method, important, f"image #{row}: {figures.METHOD_LABELS[method]}"),
+    local_title = f"image #{row}: " + ("u_i (W_i · w_c)" if method == "gradient_input" else "Sobol total index")
+    st.plotly_chart(figures.importance_bars(imp[row], method, important, local_title, local=True),
                     width="stretch", key="concept_img_bars")
 
 # ----------------------------------------------------------------------------- lasso grid

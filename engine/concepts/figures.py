@@ -43,14 +43,15 @@ def cluster_graph(xy: pd.DataFrame, top: np.ndarray, important: np.ndarray, name
     return fig
 
 
-def importance_bars(values: np.ndarray, method: str, important: np.ndarray, title: str = "") -> go.Figure:
-    """Bars of one importance vector (k,), important concepts in colour."""
+def importance_bars(values: np.ndarray, method: str, important: np.ndarray, title: str = "",
+                    local: bool = False) -> go.Figure:
+    """Bars of one importance vector (k,), important concepts in colour; ``local`` = one image's values."""
     k = len(values)
     colours = [concept_colour(i) if important[i] else GREY for i in range(k)]
     fig = go.Figure(go.Bar(x=[f"c{i}" for i in range(k)], y=values, marker_color=colours,
                            hovertemplate="concept %{x}: %{y:.3f}<extra></extra>"))
     fig.update_layout(height=280, margin=dict(l=10, r=10, t=40, b=10), title=title or METHOD_LABELS[method],
-                      yaxis_title="% of logit" if method == "gradient_input" else "S_T")
+                      yaxis_title=("logit contribution" if local else "% of logit") if method == "gradient_input" else "S_T")
     return fig
 
 
@@ -75,6 +76,7 @@ def fidelity_curves(df: pd.DataFrame) -> go.Figure:
     for (ordering, kind), g in df.groupby(["ordering", "kind"]):
         fig.add_trace(go.Scatter(x=g["step"], y=g["value"], mode="lines+markers", name=f"{ordering} {kind}",
                                  line={"dash": dash[kind], "color": colour.get(ordering, "black")}))
-    fig.update_layout(height=300, margin=dict(l=10, r=10, t=40, b=10), title="concept deletion / insertion",
+    fig.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10), title="concept deletion / insertion",
+                      legend={"orientation": "h", "y": -0.3},
                       xaxis_title="concepts removed / added", yaxis_title="class probability")
     return fig
