@@ -19,6 +19,7 @@ import engine.encoders  # noqa: F401  (registers geolens model configs with open
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / "cache" / "numba"))
+APP = str(ROOT / "app.py")
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"]
 
