@@ -27,7 +27,8 @@ def register(commands, reports) -> None:
     p.add_argument("--device", default=None)
     p.set_defaults(func=_train_default)
 
-    p = commands.add_parser("build-defaults", help="train the default model and precompute the default Shapes cache")
+    p = commands.add_parser("build-defaults", help="build every page's built-in defaults (each stage cached; reruns skip done work)")
+    p.add_argument("--only", default=",".join(DEFAULT_STAGES), help=f"comma list of stages: {','.join(DEFAULT_STAGES)}")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_build_defaults)
 
@@ -92,15 +93,45 @@ def _train_default(args) -> int:
     return 0
 
 
-def _build_defaults(args) -> int:
-    from engine.datasets.sources import resolve
-    from engine.default_model import default_spec
-    from engine.encoders import Encoder
-    from engine.precompute import precompute
+# Stage -> the CLI calls that build it. Every command below caches its results and skips done work.
+DEFAULT_STAGES = {
+    "shapes": [["precompute", "--dataset", "shapes", "--model", "default"]],
+    "saes": [["train-sae", "--cache", "{default_cache}", "--beta", "0"],
+             ["train-sae", "--cache", "{default_cache}", "--beta", "4e-4"]],
+    "concepts": [["precompute-concepts", "--model", "fmnist-cnn", "--class", c] for c in ("Sneaker", "Bag")],
+    "geodesics": [["geodesics", "precompute", "--dataset", d] for d in ("ucg", "urc")],
+    "dvr": [["dvr-build"]],
+}
+TAKES_DEVICE = {"precompute", "train-sae", "dvr-build"}
 
-    enc = Encoder(default_spec(device=args.device), device=args.device)
-    res = precompute(resolve("shapes"), enc)
-    print(f"default cache ready: {res.cache.name}")
+
+def default_cache_name(device: str | None = None) -> str:
+    """Name of the default Shapes cache for the default model (trained first if needed)."""
+    from engine.datasets.sources import resolve
+    from engine.encoders import Encoder
+    from engine.precompute import cache_path
+
+    path = cache_path(resolve("shapes"), Encoder(model_spec("default", None, device), device=device))
+    return path.name[: -len(".duckdb")]
+
+
+def _build_defaults(args) -> int:
+    from engine.cli import main
+
+    stages = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in DEFAULT_STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; choose from {list(DEFAULT_STAGES)}")
+    for stage in stages:
+        for argv in DEFAULT_STAGES[stage]:
+            if "{default_cache}" in argv:
+                name = default_cache_name(args.device)
+                argv = [a.replace("{default_cache}", name) for a in argv]
+            argv = argv + (["--device", args.device] if args.device and argv[0] in TAKES_DEVICE else [])
+            print(f"[build-defaults:{stage}] geolens {' '.join(argv)}", flush=True)
+            rc = main(argv)
+            if rc:
+                return rc
     return 0
 
 
