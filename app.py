@@ -4,10 +4,11 @@ import streamlit as st
 # (file, title, icon). Add a method page by adding one line.
 PAGES = [
     ("pages/home.py", "Home", ":material/home:"),
-    ("pages/concepts.py", "Concepts (CRAFT)", ":material/hub:"),
-    ("pages/dvr.py", "Diversity vs. recognizability", ":material/draw:"),
-    ("pages/geodesics.py", "Geodesics (EBM metrics)", ":material/route:"),
     ("pages/gap.py", "Modality gap", ":material/join_inner:"),
+    ("pages/atoms.py", "Bimodal atoms", ":material/grain:"),
+    ("pages/concepts.py", "Concepts (CRAFT)", ":material/hub:"),
+    ("pages/geodesics.py", "Geodesics (EBM metrics)", ":material/route:"),
+    ("pages/dvr.py", "Diversity vs. recognizability", ":material/draw:"),
 ]
 
 st.set_page_config(page_title="geolens", layout="wide")

@@ -18,8 +18,9 @@ COMMAND_MODULES = [
     "engine.concepts.cli",
     "engine.dvr.cli",
     "engine.geodesics.cli",
-    "engine.gap.cli",
     "engine.sae.cli",
+    "engine.gap.cli",
+    "engine.atoms.cli",
 ]
 
 

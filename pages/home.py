@@ -67,6 +67,6 @@ else:
     c2.metric("Skipped inputs", int(row["skipped"]))
     c3.metric("Dimension", int(row["dim"]))
     c4.metric("Size (MB)", float(row["MB"]))
-    st.dataframe(table, hide_index=True, use_container_width=True)
+    st.dataframe(table, hide_index=True, width="stretch")
     with st.expander("Provenance of the active cache"):
         st.json(next(c for c in list_caches() if c.name == active).manifest)

@@ -26,10 +26,15 @@ def decode_subset(Z: np.ndarray, D: np.ndarray, keep: np.ndarray) -> np.ndarray:
 
 
 def variants(x_img: np.ndarray, x_txt: np.ndarray, Z_img: np.ndarray, Z_txt: np.ndarray, D: np.ndarray,
-             bimodal: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The embeddings of every variant, images and captions, before normalisation."""
+             bimodal: np.ndarray, bias: np.ndarray | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The embeddings of every variant, images and captions, before normalisation.
+
+    ``bias`` (d,) is the decoder bias of SAEs that have one: part of the reconstruction
+    x̂ = Z D + b, not of the atom subsets (x̃ = Σ_{k∈S} z_k D_k, as in the paper).
+    """
     every = np.ones(D.shape[0], dtype=bool)
-    rec_i, rec_t = decode_subset(Z_img, D, every), decode_subset(Z_txt, D, every)
+    b = 0.0 if bias is None else bias
+    rec_i, rec_t = decode_subset(Z_img, D, every) + b, decode_subset(Z_txt, D, every) + b
     delta = rec_i.mean(0) - rec_t.mean(0)
     return {
         "original": (x_img, x_txt),
