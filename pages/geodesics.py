@@ -27,12 +27,18 @@ def report(path: str, mtime: float) -> dict:
     return pipeline.report_from_cache(Path(path))
 
 
-@st.cache_resource(show_spinner="Loading the run's models…")
-def space_and_metrics(path: str, mtime: float):
+@st.cache_resource(show_spinner="Loading the run's data and models…")
+def space_of(path: str, mtime: float):
     cfg = pipeline.run_config(Path(path))
     space = build_space(cfg, train=False)
     if space.ebm is None:
         raise FileNotFoundError("this run's EBM is not in the cache; rerun `geolens geodesics precompute`")
+    return cfg, space
+
+
+@st.cache_resource(show_spinner="Building the metrics…")
+def space_and_metrics(path: str, mtime: float):
+    cfg, space = space_of(path, mtime)
     ctx = space.context(cfg)
     return cfg, space, {m: build_metric(m, ctx) for m in cfg.metrics}
 
@@ -108,7 +114,7 @@ def toy_view(path: str, mtime: float, names: list[str], ids: list[int]) -> None:
 
 
 def chars_view(path: str, mtime: float, names: list[str], ids: list[int]) -> None:
-    cfg, space, _ = space_and_metrics(path, mtime)
+    cfg, space = space_of(path, mtime)
     pairs = pipeline.load_pairs(Path(path)).set_index("pair_id")
     frames = st.slider("Frames per strip", 5, 16, 10, key="geo_frames")
     for pid in ids:
@@ -149,17 +155,17 @@ def main() -> None:
     shown = c1.slider("Benchmark geodesics shown", 1, min(n_pairs, 30), min(5, n_pairs), key="geo_shown")
     seed = c2.number_input("Random pairs seed", 0, 10_000, 0, key="geo_seed")
     ids = sorted(np.random.default_rng(int(seed)).choice(n_pairs, size=shown, replace=False).tolist())
+    st.subheader("Scores")
+    higher = "p_M: higher is better" if dataset in TOY_DATASETS else "lower is better"
+    st.caption(f"Mean over {n_pairs} geodesics ({higher}; RMSEs lower is better), the paper's values beside ours. "
+               "Same numbers as `geolens report geodesics --json`.")
+    st.dataframe(score_table(rep), key="geo_scores")
+    st.subheader("Paths")
     if not names:
         st.warning("Choose at least one metric.")
     elif dataset in TOY_DATASETS:
         toy_view(path, mtime, names, ids)
     else:
         chars_view(path, mtime, names, ids[: min(3, len(ids))])
-    st.subheader("Scores")
-    higher = "p_M: higher is better" if dataset in TOY_DATASETS else "lower is better"
-    st.caption(f"Mean over {n_pairs} geodesics ({higher}; RMSEs lower is better), the paper's values beside ours. "
-               "Same numbers as `geolens report geodesics --json`.")
-    st.dataframe(score_table(rep), key="geo_scores")
-
 
 main()

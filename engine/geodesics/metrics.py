@@ -162,7 +162,8 @@ class RBFMetric(Metric):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """exp(−λ_k/2 ‖x − c_k‖²): (..., d) -> (..., K)."""
-        d2 = ((x[..., None, :] - self.centers.to(x)) ** 2).sum(-1)
+        c = self.centers.to(x)  # (K, d)
+        d2 = ((x * x).sum(-1, keepdim=True) - 2 * x @ c.T + (c * c).sum(-1)).clamp_min(0)  # (..., K)
         return torch.exp(-0.5 * self.prec.to(x) * d2)
 
     def h(self, x: torch.Tensor) -> torch.Tensor:
