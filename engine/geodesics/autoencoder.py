@@ -1,7 +1,7 @@
 """A small convolutional autoencoder for 32×32 character images with a 64-d latent space.
 
 Encoder: 1×32×32 → conv 32 (s2) → 64 (s2) → 128 (s2) → linear 64. Decoder mirrors it with a
-sigmoid output. Trained with mean squared error and Adam; cached like the EBMs (safetensors +
+sigmoid output. Trained with pixel-wise binary cross-entropy and Adam (one-cycle); cached like the EBMs (safetensors +
 JSON keyed by data identity and settings).
 """
 from __future__ import annotations
@@ -52,16 +52,20 @@ class ConvAE(nn.Module):
             nn.Linear(latent_dim, 4 * c * 16), nn.SiLU(), nn.Unflatten(1, (4 * c, 4, 4)),
             nn.ConvTranspose2d(4 * c, 2 * c, 4, 2, 1), nn.SiLU(),  # (B, 2c, 8, 8)
             nn.ConvTranspose2d(2 * c, c, 4, 2, 1), nn.SiLU(),  # (B, c, 16, 16)
-            nn.ConvTranspose2d(c, 1, 4, 2, 1), nn.Sigmoid(),  # (B, 1, 32, 32)
+            nn.ConvTranspose2d(c, 1, 4, 2, 1),  # (B, 1, 32, 32) logits
         )
 
     def encode(self, img: torch.Tensor) -> torch.Tensor:
         """(B, 32, 32) -> (B, latent)."""
         return self.encoder(img[:, None])
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, latent) -> (B, 32, 32)."""
+    def logits(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, latent) -> (B, 32, 32) pixel logits."""
         return self.decoder(z)[:, 0]
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, latent) -> (B, 32, 32) in [0, 1]."""
+        return torch.sigmoid(self.logits(z))
 
 
 def train_ae(images: np.ndarray, cfg: AEConfig, device: torch.device | None = None,
@@ -78,7 +82,8 @@ def train_ae(images: np.ndarray, cfg: AEConfig, device: torch.device | None = No
         perm = torch.randperm(len(x), generator=gen)
         for s in range(steps):
             batch = x[perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]].to(device)
-            loss = ((model.decode(model.encode(batch)) - batch) ** 2).mean()
+            # pixel-wise cross-entropy: unlike MSE through a sigmoid it does not stall on all-black outputs
+            loss = nn.functional.binary_cross_entropy_with_logits(model.logits(model.encode(batch)), batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -88,8 +93,11 @@ def train_ae(images: np.ndarray, cfg: AEConfig, device: torch.device | None = No
     return model.cpu().eval()
 
 
+AE_REVISION = 2  # 2: cross-entropy training (revision 1, MSE through a sigmoid, collapsed to black images)
+
+
 def ae_key(data_key: str, cfg: AEConfig) -> str:
-    return stable_hash({"kind": "ae", "data": data_key, "cfg": cfg.to_dict(), "v": ENGINE_VERSION})
+    return stable_hash({"kind": "ae", "data": data_key, "cfg": cfg.to_dict(), "rev": AE_REVISION, "v": ENGINE_VERSION})
 
 
 def get_ae(data_key: str, images: np.ndarray, cfg: AEConfig, device: torch.device | None = None,

@@ -81,7 +81,7 @@ class RunConfig(Config):
                       rbf_centers=30, land_ref=1000, solver_lr=5e-2, solver_iters=2000)
         else:
             kw = dict(dataset=dataset, n_pairs=140, n_data=1000, metrics=CHAR_METRICS, land_sigma=0.4,
-                      rbf_centers=300, land_ref=500, ebm_width=128, ebm_depth=3, ebm_step=1.0,
+                      rbf_centers=300, land_ref=500, ebm_width=128, ebm_depth=3, ebm_step=1.0, ebm_iters=1000,
                       batch_size=70)
         if small:
             kw.update(grid_res=0.1, n_pairs=16, ebm_iters=60, ebm_langevin=20, ebm_width=16, ebm_depth=2, ae_epochs=2, solver_iters=300,

@@ -94,8 +94,10 @@ def build_chars(cfg: RunConfig, progress: Progress | None = None, train: bool = 
     raw_ae = encode_all(ae, ae_imgs)
     shift, scale = raw_ae.mean(0), float(raw_ae.std(0).mean())
     z = (encode_all(ae, imgs) - shift) / scale  # (n, 64) standardised latents
-    data_key = stable_hash({"chars": cfg.dataset, "n": cfg.n_data, "seed": cfg.seed, "ae": ae_cfg.to_dict(),
-                            "ae_data": ae_data_key, "v": ENGINE_VERSION})
+    from engine.geodesics.autoencoder import ae_key
+
+    data_key = stable_hash({"chars": cfg.dataset, "n": cfg.n_data, "seed": cfg.seed,
+                            "ae": ae_key(ae_data_key, ae_cfg), "v": ENGINE_VERSION})
     ebm_cfg = cfg.ebm_config()
     ebm = get_ebm(data_key, z, ebm_cfg, progress=_ebm_progress(progress, ebm_cfg.iters), train=train)
     gen = torch.Generator().manual_seed(cfg.seed + 2)
