@@ -22,7 +22,7 @@ def encode_all(model: DictionaryLearner, x: np.ndarray | torch.Tensor, batch: in
 
     model.eval()
     dev = next(model.parameters()).device
-    x = torch.as_tensor(x, dtype=torch.float32)
+    x = x.float() if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x, dtype=np.float32))  # own copy
     zs, xs = [], []
     with cpu_threads(dev, model):
         for i in range(0, x.shape[0], batch):
