@@ -44,7 +44,7 @@ def test_page_matches_report_and_drives_widgets(shapes_cache, saes, capsys):
     no_exception(at)
     rep2 = _report(shapes_cache, aligned, capsys, eps=0.2)
     assert [int(m.value) for m in at.metric[:4]] == [rep2["class_counts"][c] for c in ("bimodal", "image", "text", "dead")]
-    assert rep2["class_counts"]["bimodal"] >= rep["class_counts"]["bimodal"]
+    assert rep2["class_counts"]["bimodal"] <= rep["class_counts"]["bimodal"]  # a wider ε makes more atoms unimodal
     assert at.query_params["eps"] == "0.2"
     # the table filter: only bimodal atoms
     at.multiselect(key="atom_classes").set_value(["bimodal"]).run()
@@ -61,7 +61,7 @@ def test_page_matches_report_and_drives_widgets(shapes_cache, saes, capsys):
     at.slider(key="eps").set_value(0.05).run()
     at.radio(key="view").set_value("Interventions").run()
     no_exception(at)
-    df = at.dataframe(key="interventions_table").value if hasattr(at, "dataframe") else None
+    df = at.dataframe[0].value  # the only table in this view
     got = {v: row for v, row in df.iterrows()}
     for row in rep["interventions"]:
         for col in ("DiM", "W", "full_gallery_R@1", "batched_R@5"):
@@ -90,5 +90,6 @@ def test_atom_link_in_chromium(shapes_cache, saes, server, page):
     page.get_by_text(f"Atom {atom} —").wait_for()
     page.get_by_text("Top images").wait_for()
     page.get_by_text("Top texts").wait_for()
-    assert page.locator("[data-testid='stImage'] img").count() >= 1
+    page.locator("img[src*='/media/']").first.wait_for()  # the atom's top images (served by streamlit)
+    assert page.locator("img[src*='/media/']").count() >= 1
     assert page.locator("[data-testid='stDataFrame']").count() >= 1
