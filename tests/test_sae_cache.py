@@ -72,7 +72,7 @@ def test_stats_tables_agree_with_codes(shapes_cache, trained):
     model = sae_store.load_sae(shapes_cache, name)
     ids, x = shapes_cache.embeddings()
     with torch.no_grad():
-        z = model.encode(torch.from_numpy(x)).numpy()
+        z = model.encode(torch.tensor(x)).numpy()
     items = shapes_cache.items().set_index("id")["modality"].reindex(ids).to_numpy()
     table = sae_store.atom_table(shapes_cache, name)
     e_img = (z[items == "image"] ** 2).mean(0)
@@ -126,7 +126,7 @@ def test_cli_train_list_and_shapes_check(shapes_cache, trained, capsys):
 
 
 def test_sanity_check_reduced():
-    plan = SanityPlan(seeds=(0, 1), data=SyntheticConfig(d=16, n_shared=6, n_bias=2, n_pairs=1500),
+    plan = SanityPlan(seeds=(0, 1), data=SyntheticConfig(d=16, n_shared=6, n_bias=2, n_pairs=1500, t=0.9),
                       sae=default_sanity_sae())
     res = sanity_check(plan)
     for setting in ("iso_energy_holds", "iso_energy_broken"):
