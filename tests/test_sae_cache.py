@@ -143,3 +143,11 @@ def default_sanity_sae():
     from engine.sae.config import SAEConfig
 
     return SAEConfig(atoms=40, k=4, beta=4e-3, min_steps=150, batch_pairs=256)
+
+
+@pytest.mark.heavy
+def test_full_sanity_check_aligned_helps_where_iso_energy_holds():
+    """The full-size check (`geolens sanity-check`, ~5–15 min on 2 cores)."""
+    res = sanity_check(SanityPlan())
+    assert res["verdict"]["holds_aligned_better_label_accuracy"]
+    assert res["verdict"]["broken_aligned_no_worse_match_cosine"]
