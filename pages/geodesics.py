@@ -163,9 +163,13 @@ def main() -> None:
     st.subheader("Paths")
     if not names:
         st.warning("Choose at least one metric.")
-    elif dataset in TOY_DATASETS:
-        toy_view(path, mtime, names, ids)
     else:
-        chars_view(path, mtime, names, ids[: min(3, len(ids))])
+        try:
+            if dataset in TOY_DATASETS:
+                toy_view(path, mtime, names, ids)
+            else:
+                chars_view(path, mtime, names, ids[: min(3, len(ids))])
+        except FileNotFoundError as exc:
+            st.error(f"{exc}. Rebuild with `geolens geodesics precompute --dataset {dataset}`.")
 
 main()
