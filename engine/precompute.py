@@ -29,10 +29,12 @@ THUMB = 96
 
 
 def thumbnail_png(im) -> bytes:
-    im = im.copy()
-    im.thumbnail((THUMB, THUMB))
+    """At most THUMB px on a side, PNG with fast compression."""
+    if max(im.size) > THUMB:
+        im = im.copy()
+        im.thumbnail((THUMB, THUMB))
     buf = io.BytesIO()
-    im.save(buf, format="PNG")
+    im.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 
