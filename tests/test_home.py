@@ -31,6 +31,6 @@ def test_home_lists_caches_and_syncs_url(shapes_cache):
 def test_home_in_chromium(shapes_cache, server, page):
     page.goto(f"{server}/?cache={shapes_cache.name}")
     wait_for_app(page)
-    page.get_by_text("Active cache").wait_for()
+    page.get_by_text("Active cache (used by every page)").first.wait_for()
     assert page.locator("[data-testid='stMetricValue']").first.inner_text() == "600"
     assert page.get_by_text("Modality gap").first.is_visible()  # navigation lists the method pages
