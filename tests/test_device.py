@@ -30,3 +30,4 @@ def test_loader_kwargs_pin_memory_only_on_cuda():
     assert device.loader_kwargs(torch.device("cpu")) == {"num_workers": 0, "pin_memory": False}
     kw = device.loader_kwargs(torch.device("cuda"))
     assert kw["pin_memory"] and kw["num_workers"] >= 1
+
