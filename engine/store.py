@@ -123,10 +123,10 @@ def updating(path: str | os.PathLike) -> Iterator[duckdb.DuckDBPyConnection]:
 
 
 def has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    row = con.execute(
+    rows = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [ident(table)]
-    ).fetchone()
-    return bool(row and row[0])
+    ).fetchall()  # fetchall consumes the result, so the connection is free for the next statement
+    return bool(rows and rows[0][0])
 
 
 def array_to_arrow(x: np.ndarray) -> pa.FixedSizeListArray:
