@@ -80,16 +80,6 @@ class EmbCache:
             ids = con.execute("SELECT id FROM embeddings ORDER BY id").fetchnumpy()["id"]
             return np.asarray(ids), store.fetch_array(con, "SELECT emb FROM embeddings ORDER BY id")
 
-    def embeddings_of(self, ids) -> np.ndarray:
-        """Embeddings of the given item ids, in the given order."""
-        ids = [int(i) for i in ids]
-        with contextlib.closing(store.connect_ro(self.path)) as con:
-            found = con.execute("SELECT id, emb FROM embeddings WHERE list_contains(?, id)", [ids]).to_arrow_table()
-        order = {int(i): k for k, i in enumerate(found.column("id").to_pylist())}
-        col = found.column("emb").combine_chunks()
-        arr = col.values.to_numpy(zero_copy_only=False).reshape(len(col), -1) if len(col) else np.zeros((0, 0))
-        return np.stack([arr[order[i]] for i in ids]).astype(np.float32) if ids else arr
-
     def factors(self) -> pd.DataFrame:
         """One row per pair, one column per factor (empty if the dataset has no labels)."""
         df = self._df("SELECT pair_id, name, value FROM factors")

@@ -35,6 +35,27 @@ def _atoms(path: str, sae: str, eps: float) -> pd.DataFrame:
     return sae_store.atom_table(EmbCache(path), sae, eps)
 
 
+@st.cache_data(show_spinner=False, max_entries=4)
+def _items(path: str) -> pd.DataFrame:
+    return EmbCache(path).items().set_index("id")
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _factors(path: str) -> tuple[pd.DataFrame, dict]:
+    c = EmbCache(path)
+    return c.factors(), c.factor_kinds()
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _dictionary(path: str, sae: str) -> np.ndarray:
+    return sae_store.dictionary(EmbCache(path), sae)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _point_table(path: str) -> pd.DataFrame:
+    return load_points(EmbCache(path)).table
+
+
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _codes(path: str, sae: str):
     return load_codes(EmbCache(path), sae)
@@ -81,13 +102,13 @@ if "atom" in st.query_params and "atom" not in st.session_state:
     st.session_state["atom"] = int(st.query_params["atom"])
 view = st.radio("View", VIEWS, horizontal=True, key="view", index=VIEWS.index(url_value("view", "Atoms")))
 set_url(view=None if view == "Atoms" else view)
-D = sae_store.dictionary(cache, sae)
+D = _dictionary(str(cache.path), sae)
 
 if view == "Atoms":
     views.atom_table_view(table)
     atom = st.session_state.get("atom")
     if atom is not None and 0 <= atom < len(table):
-        views.atom_detail(cache, sae, int(atom), table, D)
+        views.atom_detail(cache, sae, int(atom), table, D, _items(str(cache.path)), *_factors(str(cache.path)))
     else:
         st.info("Select a row, type an atom id, or open a link with ?atom=ID.")
 
@@ -106,8 +127,8 @@ elif view == "Find atoms":
             code = code.merge(table[["atom", "class", "mu"]], on="atom")
             views.code_table(code, "find_text_code")
     with right:
-        items = cache.items()
-        img_ids = items.loc[items["modality"] == "image", "id"].to_numpy()
+        items = _items(str(cache.path))
+        img_ids = items.index[items["modality"] == "image"].to_numpy()
         pick = st.number_input("An image (item id)", min_value=int(img_ids.min()), max_value=int(img_ids.max()),
                                value=int(img_ids.min()), step=2, key="find_image")
         views.image_grid(cache, [pick], [f"item {pick}"], cols=1)
@@ -141,7 +162,7 @@ elif view == "Interventions":
     codes = _codes(str(cache.path), sae)
     keep = (table.sort_values("atom")["class"] == "bimodal").to_numpy()
     bi, bt = normalise(decode_subset(codes.z_img, codes.D, keep)), normalise(decode_subset(codes.z_txt, codes.D, keep))
-    fig, info_map = figures.joint_map(pca_2d(stack(bi, bt)), load_points(cache).table)
+    fig, info_map = figures.joint_map(pca_2d(stack(bi, bt)), _point_table(str(cache.path)))
     st.plotly_chart(fig, width="stretch", key="bimodal_map")
 
 else:  # Vector arithmetic

@@ -49,12 +49,13 @@ def atom_table_view(table: pd.DataFrame) -> None:
             open_atom(atom)
 
 
-def factor_profile(cache: EmbCache, ids: np.ndarray) -> pd.DataFrame:
-    """For Shapes-like caches: the most common value of each factor among ``ids`` vs its base rate."""
-    fac = cache.factors()
+def factor_profile(fac: pd.DataFrame, kinds: dict, ids: np.ndarray) -> pd.DataFrame:
+    """For Shapes-like caches: the most common value of each factor among ``ids`` vs its base rate.
+
+    ``fac``: one row per pair (``EmbCache.factors()``); ``kinds``: ``EmbCache.factor_kinds()``.
+    """
     if len(fac.columns) <= 1 or len(ids) == 0:
         return pd.DataFrame()
-    kinds = cache.factor_kinds()
     top = fac[fac["pair_id"].isin(np.asarray(ids) // 2)]
     rows = []
     for f in [c for c in fac.columns if c != "pair_id"]:
@@ -67,8 +68,12 @@ def factor_profile(cache: EmbCache, ids: np.ndarray) -> pd.DataFrame:
     return out.sort_values("lift", ascending=False)
 
 
-def atom_detail(cache: EmbCache, sae: str, atom: int, table: pd.DataFrame, D: np.ndarray, top: int = 12) -> None:
-    """Top images and texts side by side, energies, histograms, neighbours, anchors, factors."""
+def atom_detail(cache: EmbCache, sae: str, atom: int, table: pd.DataFrame, D: np.ndarray, items: pd.DataFrame,
+                factors: pd.DataFrame, kinds: dict, top: int = 12) -> None:
+    """Top images and texts side by side, energies, histograms, neighbours, anchors, factors.
+
+    ``items`` is ``cache.items()`` indexed by id; ``factors``/``kinds`` as in ``factor_profile``.
+    """
     row = table.set_index("atom").loc[atom]
     st.subheader(f"Atom {atom} — {row['class']}")
     m = st.columns(5)
@@ -89,8 +94,7 @@ def atom_detail(cache: EmbCache, sae: str, atom: int, table: pd.DataFrame, D: np
         st.markdown("**Top texts**")
         if tt.empty:
             st.write("never fires on texts")
-        texts = cache.items().set_index("id")["text"]
-        st.dataframe(pd.DataFrame({"text": texts.reindex(tt["id"]).to_numpy(), "activation": tt["value"].round(4)}),
+        st.dataframe(pd.DataFrame({"text": items["text"].reindex(tt["id"]).to_numpy(), "activation": tt["value"].round(4)}),
                      hide_index=True, width="stretch")
     hist = sae_store.histogram(cache, sae, atom)
     if not hist.empty:
@@ -108,14 +112,13 @@ def atom_detail(cache: EmbCache, sae: str, atom: int, table: pd.DataFrame, D: np
         st.dataframe(pd.DataFrame({"atom": near, "cosine": cos[near].round(4),
                                    "class": table.set_index("atom").loc[near, "class"].to_numpy()}), hide_index=True)
     with c2:
-        prof = factor_profile(cache, np.concatenate([ti["id"].to_numpy(), tt["id"].to_numpy()]))
+        prof = factor_profile(factors, kinds, np.concatenate([ti["id"].to_numpy(), tt["id"].to_numpy()]))
         if not prof.empty:
             st.markdown("**Factor values this atom tracks** (top items vs base rate)")
             st.dataframe(prof.head(6), hide_index=True)
     anchors = sae_store.anchors(cache, sae, atom)
     if not anchors.empty:
         st.markdown("**Built from these data points** (archetypal anchors, with weights)")
-        items = cache.items().set_index("id")
         img_ids = [i for i in anchors["id"] if items.loc[i, "modality"] == "image"]
         image_grid(cache, img_ids, [f"w={w:.2f}" for i, w in zip(anchors["id"], anchors["weight"]) if i in img_ids])
         txt = anchors[[items.loc[i, "modality"] == "text" for i in anchors["id"]]]
