@@ -158,7 +158,9 @@ def main() -> None:
     st.subheader("Scores")
     higher = "p_M: higher is better" if dataset in TOY_DATASETS else "lower is better"
     st.caption(f"Mean over {n_pairs} geodesics ({higher}; RMSEs lower is better), the paper's values beside ours. "
-               "Same numbers as `geolens report geodesics --json`.")
+               "Same numbers as `geolens report geodesics --json`." +
+               (" Toy RMSE: G_E against the geodesic of G_E true, every other metric against that of G_1/p true."
+                if dataset in TOY_DATASETS else ""))
     st.dataframe(score_table(rep), key="geo_scores")
     st.subheader("Paths")
     if not names:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from engine.geodesics import data as D
-from engine.geodesics.ebm import EBMConfig, EnergyMLP, langevin, train_ebm
+from engine.geodesics.ebm import EBMConfig, EnergyMLP, dsm_loss, langevin, train_ebm
 from engine.geodesics.metrics import (METRICS, EnergyMetric, Euclidean, InverseDensityMetric, LandMetric, Metric,
                                       MetricContext, RBFMetric, build_metric, linear_map, slerp, straight_line)
 from engine.geodesics.scores import data_rmse, mean_density, path_rmse
@@ -244,3 +244,34 @@ def test_ebm_learns_lower_energy_on_data():
         on, off = model(torch.tensor([[2.0, 0.0]])).item(), model(torch.tensor([[-2.0, 2.0]])).item()
     assert on < off
     assert isinstance(model, EnergyMLP)
+
+
+def test_dsm_loss_matches_a_hand_computation():
+    # E(x) = ½‖x‖² (forward_std on x): ∇E(x̃) = x̃, target (x̃ − x)/σ²
+    x = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    noise = torch.tensor([[0.5, -1.0], [1.0, 0.0]])
+    sigma = torch.tensor([[0.5], [2.0]])
+    model = Quadratic()
+    model.forward = model.forward_std
+    # x̃ = (1.25, −0.5), (2, 2); residuals x̃ − ξ/σ = (0.25, 1.5), (1.5, 2)
+    expected = ((0.25**2 + 1.5**2) + (1.5**2 + 2.0**2)) / 2
+    assert dsm_loss(model, x, sigma, noise).item() == pytest.approx(expected)
+
+
+def test_dsm_recovers_a_gaussian_energy():
+    # data N(μ, I) and noise σ = 0.5: DSM learns the energy of N(μ, (1 + σ²) I), E − E(μ) = ‖x − μ‖² / 2.5
+    gen = torch.Generator().manual_seed(0)
+    mu = torch.tensor([3.0, -1.0])
+    x = torch.randn(4000, 2, generator=gen) + mu
+    cfg = EBMConfig(objective="dsm", width=32, depth=2, iters=600, batch_size=256, lr=3e-3, sigma_min=0.5,
+                    sigma_max=0.5)
+    model = train_ebm(x, cfg, device=torch.device("cpu"))
+    r = torch.tensor([0.0, 0.5, 1.0, 1.5])
+    with torch.no_grad():
+        e = model(mu + r[:, None] * torch.tensor([[0.6, 0.8]]))
+    assert torch.allclose(e - e[0], r**2 / 2.5, atol=0.08), (e - e[0]).tolist()
+
+
+def test_ebm_config_rejects_unknown_objective():
+    with pytest.raises(ValueError, match="objective"):
+        EBMConfig(objective="nce")

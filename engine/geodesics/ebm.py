@@ -1,8 +1,11 @@
-"""Energy-based model trained by contrastive divergence with Langevin sampling and a replay buffer.
+"""Energy-based models: contrastive divergence (CD) with Langevin sampling and a replay buffer, or
+denoising score matching (DSM).
 
-Loss (METHODS §3): L = mean E(x⁺) − mean E(x⁻) + r (mean E(x⁺)² + mean E(x⁻)²), with negatives
+CD loss (METHODS §3): L = mean E(x⁺) − mean E(x⁻) + r (mean E(x⁺)² + mean E(x⁻)²), with negatives
 x⁻ from ``langevin_steps`` steps of x ← x − s ∇E(x) + ε ξ started from the replay buffer 95%
-of the time and from uniform noise over the data's bounding box otherwise; Adam. The network
+of the time and from uniform noise over the data's bounding box otherwise; Adam.
+DSM loss (the objective of the authors' released toy checkpoints): L = mean ‖∇E(x̃) − (x̃ − x)/σ²‖²
+with x̃ = x + σ ξ and σ ~ U[σ_min, σ_max] per sample, in data units; Adam with cosine decay. The network
 is the authors' toy design: an MLP trunk with a quadratic head E = f1(h) f2(h) + f3(h²), on
 standardised inputs. Weights are cached as safetensors beside a JSON config, keyed by the data
 identity and every setting.
@@ -18,12 +21,17 @@ import torch
 from torch import nn
 
 from engine import ENGINE_VERSION
-from engine.config import Config, atomic_write_text, check_positive, stable_hash
+from engine.config import Config, atomic_write_text, check_choice, check_positive, stable_hash
 from engine.device import pick_device, seed_everything
+
+
+OBJECTIVES = ("cd", "dsm")
 
 
 @dataclasses.dataclass
 class EBMConfig(Config):
+    objective: str = "cd"
+    """'cd' (contrastive divergence, the paper's latent-space setting) or 'dsm' (denoising score matching)."""
     width: int = 32
     """Hidden width of the energy MLP."""
     depth: int = 5
@@ -48,6 +56,10 @@ class EBMConfig(Config):
     """Energy-magnitude regulariser r."""
     margin: float = 0.25
     """Fresh noise covers the data's bounding box widened by this fraction of its size."""
+    sigma_min: float = 0.01
+    """DSM: smallest noise level (data units)."""
+    sigma_max: float = 2.0
+    """DSM: largest noise level (data units)."""
     seed: int = 0
 
     def validate(self) -> None:
@@ -57,6 +69,10 @@ class EBMConfig(Config):
             check_positive(name, getattr(self, name))
         check_positive("noise", self.noise, allow_zero=True)
         check_positive("reg", self.reg, allow_zero=True)
+        check_choice("objective", self.objective, OBJECTIVES)
+        check_positive("sigma_min", self.sigma_min)
+        if self.sigma_max < self.sigma_min:
+            raise ValueError(f"sigma_max ({self.sigma_max}) must be >= sigma_min ({self.sigma_min})")
         if not 0.0 <= self.buffer_frac <= 1.0:
             raise ValueError(f"buffer_frac must be in [0, 1], got {self.buffer_frac}")
 
@@ -94,9 +110,16 @@ def langevin(model: nn.Module, x: torch.Tensor, steps: int, step_size: float, no
     return x.detach()
 
 
+def dsm_loss(model: nn.Module, x: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Denoising score matching: mean ‖∇E(x̃) − (x̃ − x)/σ²‖², x̃ = x + σ ξ; x, noise (B, d), sigma (B, 1)."""
+    xt = (x + sigma * noise).requires_grad_(True)
+    (g,) = torch.autograd.grad(model(xt).sum(), xt, create_graph=True)
+    return ((g - (xt - x) / sigma**2) ** 2).sum(-1).mean()
+
+
 def train_ebm(x: torch.Tensor, cfg: EBMConfig, device: torch.device | None = None,
               progress: Callable[[int, float], None] | None = None) -> EnergyMLP:
-    """Fit an EBM to data x (n, d) by contrastive divergence; returns the model on CPU, eval mode."""
+    """Fit an EBM to data x (n, d) with ``cfg.objective``; returns the model on CPU, eval mode."""
     device = device or pick_device()
     gen = seed_everything(cfg.seed)
     x = x.float()
@@ -104,6 +127,8 @@ def train_ebm(x: torch.Tensor, cfg: EBMConfig, device: torch.device | None = Non
     model.mean.copy_(x.mean(0))
     model.scale.fill_(float(x.std(0).mean()))
     model.to(device)
+    if cfg.objective == "dsm":
+        return _train_dsm(model, x.to(device), cfg, gen, progress)
     z = ((x - model.mean.cpu()) / model.scale.cpu()).to(device)  # (n, d) standardised data
     span = z.max(0).values - z.min(0).values
     lo, hi = z.min(0).values - cfg.margin * span, z.max(0).values + cfg.margin * span
@@ -125,6 +150,24 @@ def train_ebm(x: torch.Tensor, cfg: EBMConfig, device: torch.device | None = Non
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if progress is not None:
+            progress(it + 1, float(loss.detach()))
+    return model.cpu().eval()
+
+
+def _train_dsm(model: EnergyMLP, x: torch.Tensor, cfg: EBMConfig, gen: torch.Generator,
+               progress: Callable[[int, float], None] | None) -> EnergyMLP:
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.iters, eta_min=cfg.lr * 1e-3)
+    for it in range(cfg.iters):
+        batch = x[torch.randint(len(x), (cfg.batch_size,), generator=gen).to(x.device)]
+        sigma = cfg.sigma_min + (cfg.sigma_max - cfg.sigma_min) * torch.rand(cfg.batch_size, 1, generator=gen)
+        noise = torch.randn(batch.shape, generator=gen)
+        loss = dsm_loss(model, batch, sigma.to(x.device), noise.to(x.device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
         if progress is not None:
             progress(it + 1, float(loss.detach()))
     return model.cpu().eval()
