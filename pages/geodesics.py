@@ -162,6 +162,7 @@ def main() -> None:
                (" Toy RMSE: G_E against the geodesic of G_E true, every other metric against that of G_1/p true."
                 if dataset in TOY_DATASETS else ""))
     st.dataframe(score_table(rep), key="geo_scores")
+    st.caption("EBM: " + ", ".join(f"{k} {v}" for k, v in rep["ebm"].items()))
     st.subheader("Paths")
     if not names:
         st.warning("Choose at least one metric.")

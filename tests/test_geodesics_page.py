@@ -37,6 +37,7 @@ def test_small_runs_score_every_metric(geo_runs):
     m = rep["metrics"]
     assert m["G_E true"]["RMSE"] is None and m["G_1/p true"]["RMSE"] is None  # references are not scored against themselves
     assert m["G_E"]["RMSE"] > 0 and m["LAND"]["RMSE"] > 0
+    assert rep["ebm"]["objective"] == "dsm" and rep["ebm"]["sigma"] == [0.01, 1.0]
     assert all(0.0 < e["p_M"] <= 1.0 for e in m.values())
     assert m["G_E"]["p_M (paper)"] == 0.78 and m["linear"]["p_M (paper)"] is None
     # the true-density geodesics stay in denser regions than the straight line
@@ -91,6 +92,7 @@ def test_page_shows_the_report_numbers(geo_runs):
         for col, val in entry.items():
             shown = table.loc[metric, col]
             assert (val is None and np.isnan(shown)) or shown == val, (metric, col)
+    assert any(c.value.startswith("EBM: objective dsm") for c in at.caption)
     # a λ heatmap background, fewer metrics, and two clicked endpoints solved live
     at.selectbox(key="_sel_geo_bg").set_value("log10 λ: G_E").run()
     at.multiselect(key="geo_metric_pick").set_value(["G_E", "LAND"]).run()

@@ -148,13 +148,22 @@ def list_runs(dataset: str) -> list[Path]:
     return sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
+def ebm_summary(cfg: RunConfig) -> dict:
+    """How the run's EBM was trained, for the report and the page."""
+    out = {"objective": cfg.ebm_objective, "iterations": cfg.ebm_iters, "batch": cfg.ebm_batch, "lr": cfg.ebm_lr}
+    if cfg.ebm_objective == "dsm":
+        return out | {"sigma": [cfg.ebm_sigma_min, cfg.ebm_sigma_max]}
+    return out | {"langevin_steps": cfg.ebm_langevin, "langevin_step": cfg.ebm_step, "reg": cfg.ebm_reg}
+
+
 def report_from_cache(path: Path) -> dict:
     """JSON-able scores per metric beside the paper's: exactly what the page's score table shows."""
     cfg = run_config(path)
     space_kind = "toy" if cfg.is_toy else "chars"
     df = summary(path)
     timing = store.query_df(path, "SELECT metric, seconds FROM timing")
-    out: dict = {"dataset": cfg.dataset, "n_pairs": cfg.n_pairs, "cache": path.name, "metrics": {}}
+    out: dict = {"dataset": cfg.dataset, "n_pairs": cfg.n_pairs, "cache": path.name, "ebm": ebm_summary(cfg),
+                 "metrics": {}}
     for metric in cfg.metrics:
         entry: dict = {}
         rows = df[df.metric == metric].set_index("score")
