@@ -13,3 +13,14 @@ def test_build_defaults_stages_are_valid_commands():
             args = parser.parse_args(argv + (["--device", "cpu"] if argv[0] in TAKES_DEVICE else []))
             assert callable(args.func), (stage, argv)
     assert set(DEFAULT_STAGES) == {"shapes", "saes", "concepts", "geodesics", "dvr"}
+
+
+def test_geodesics_ebm_flag_picks_the_objective():
+    from engine.cli import build_parser
+    from engine.geodesics.cli import _config
+
+    parser = build_parser()
+    assert _config(parser.parse_args(["report", "geodesics", "--dataset", "ucg"])).ebm_objective == "dsm"
+    assert _config(parser.parse_args(["report", "geodesics", "--dataset", "urc"])).ebm_objective == "cd"
+    cfg = _config(parser.parse_args(["geodesics", "precompute", "--dataset", "ucg", "--ebm", "cd"]))
+    assert cfg.ebm_objective == "cd" and cfg.dataset == "ucg"

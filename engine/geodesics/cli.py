@@ -10,6 +10,8 @@ def _add_run_args(p) -> None:
     p.add_argument("--small", action="store_true", help="reduced sizes (what the tests use)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--method", choices=("discrete", "neural"), default="discrete", help="solver")
+    p.add_argument("--ebm", choices=("cd", "dsm"), default=None,
+                   help="EBM objective (default: dsm for toy sets, cd for characters)")
 
 
 def register(commands, reports) -> None:
@@ -37,6 +39,8 @@ def _config(args):
     over = {"seed": args.seed, "method": args.method}
     if args.n is not None:
         over["n_pairs"] = args.n
+    if args.ebm is not None:
+        over["ebm_objective"] = args.ebm
     return RunConfig.preset(args.dataset, small=args.small, **over)
 
 
