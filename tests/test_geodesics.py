@@ -152,6 +152,17 @@ def test_rbf_is_one_on_data_and_large_off_it():
     assert on < 5 and off > 500
 
 
+def test_rbf_bandwidth_is_arvanitidis_and_dimension_free():
+    # one cluster: the four points (±2, 0, …), (0, ±2, …) around the origin, mean distance 2
+    # -> λ = ½ (κ·2)⁻² = 1/8, and a point at distance 2 from the centre has feature exp(−λ/2 · 4) = exp(−1/4)
+    for d in (2, 64):
+        pts = torch.zeros(4, d)
+        pts[0, 0], pts[1, 0], pts[2, 1], pts[3, 1] = 2.0, -2.0, 2.0, -2.0
+        rbf = RBFMetric(pts, torch.cat([pts, torch.full((1, d), 9.0)]), n_centers=1)
+        assert rbf.prec.item() == pytest.approx(1 / 8)
+        assert rbf.features(pts).squeeze(-1) == pytest.approx(torch.full((4,), math.exp(-0.25)), rel=1e-5)
+
+
 def test_slerp_keeps_the_circle():
     a = math.radians(160.0)
     x0, x1 = torch.tensor([[8.0, 0.0]]), torch.tensor([[8 * math.cos(a), 8 * math.sin(a)]])

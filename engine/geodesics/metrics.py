@@ -139,7 +139,7 @@ class LandMetric(Metric):
 
 
 class RBFMetric(Metric):
-    """RBF metric (Arvanitidis et al. 2018): K-means centres, bandwidth from each cluster's spread."""
+    """RBF metric (Arvanitidis et al. 2018): K-means centres on all the data, bandwidth from each cluster's spread."""
 
     def __init__(self, data: torch.Tensor, calib: torch.Tensor, n_centers: int, kappa: float = 1.0,
                  seed: int = 0, name: str = "RBF"):
@@ -150,9 +150,11 @@ class RBFMetric(Metric):
         x = data.detach().cpu().double().numpy()
         km = KMeans(n_clusters=n_centers, n_init=4, random_state=seed).fit(x)
         self.centers = torch.as_tensor(km.cluster_centers_, dtype=torch.float32)  # (K, d)
-        var = np.array([((x[km.labels_ == k] - km.cluster_centers_[k]) ** 2).sum(1).mean() / x.shape[1]
-                        for k in range(n_centers)])  # per-dimension variance of each cluster
-        self.prec = torch.as_tensor(1.0 / (kappa**2 * np.maximum(var, 1e-8)), dtype=torch.float32)  # λ_k (K,)
+        # λ_k = ½ (κ · mean distance of cluster k's members to c_k)⁻² (Arvanitidis et al. 2018, eq. 16): a member
+        # at the mean distance sits at exp(−1/4) in any dimension (a per-dimension variance would give exp(−d/2))
+        spread = np.array([np.linalg.norm(x[km.labels_ == k] - km.cluster_centers_[k], axis=1).mean()
+                           for k in range(n_centers)])
+        self.prec = torch.as_tensor(0.5 / (kappa * np.maximum(spread, 1e-6)) ** 2, dtype=torch.float32)  # λ_k (K,)
         phi = self.features(data.float()).double().cpu().numpy()  # (n, K)
         w, _ = nnls(phi, np.ones(len(x)))
         self.w = torch.as_tensor(w, dtype=torch.float32)
@@ -207,13 +209,14 @@ class GridMetric(Metric):
 class MetricContext:
     """What the metric builders need. ``energy``: learned EBM energy; ``true_energy``: −log p when known."""
 
-    data: torch.Tensor  # (n, d) data sample (LAND reference, RBF fit)
+    data: torch.Tensor  # (n, d) all the data (RBF fit)
     calib: torch.Tensor  # (m, d) calibration points (grid, or data + off-data points)
     energy: EnergyFn | None = None
     true_energy: EnergyFn | None = None
     land_sigma: float = 1.0
     rbf_centers: int = 30
     seed: int = 0
+    reference: torch.Tensor | None = None  # LAND's reference subset (default: all the data)
 
 
 def _need(fn, what: str, name: str):
@@ -227,7 +230,7 @@ METRICS: dict[str, Callable[[MetricContext], Metric]] = {
     "slerp": lambda c: Slerp(),
     "G_E": lambda c: EnergyMetric(_need(c.energy, "a trained EBM", "G_E"), c.calib, "G_E"),
     "G_1/p": lambda c: InverseDensityMetric(_need(c.energy, "a trained EBM", "G_1/p"), c.calib, "G_1/p"),
-    "LAND": lambda c: LandMetric(c.data, c.calib, c.land_sigma),
+    "LAND": lambda c: LandMetric(c.data if c.reference is None else c.reference, c.calib, c.land_sigma),
     "RBF": lambda c: RBFMetric(c.data, c.calib, c.rbf_centers, seed=c.seed),
     "G_E true": lambda c: EnergyMetric(_need(c.true_energy, "a known density", "G_E true"), c.calib, "G_E true"),
     "G_1/p true": lambda c: InverseDensityMetric(_need(c.true_energy, "a known density", "G_1/p true"), c.calib, "G_1/p true"),

@@ -32,10 +32,11 @@ from engine.geodesics.threads import cpu_threads
 
 Progress = Callable[[str, int, int], None]
 TOY_SOLVE_BOUNDS = (-12.0, 12.0, -4.0, 12.0)  # the toy window widened: mixture samples lie inside it
+METRICS_VERSION = "metrics-2"  # bumped when a metric's definition changes (2: RBF bandwidth of Arvanitidis et al.)
 
 
 def cache_path(cfg: RunConfig) -> Path:
-    key = stable_hash({"run": cfg.to_dict(), "v": ENGINE_VERSION})
+    key = stable_hash({"run": cfg.to_dict(), "v": ENGINE_VERSION, "metrics": METRICS_VERSION})
     return store.cache_root() / f"geodesics-{cfg.dataset}-{key}.duckdb"
 
 
@@ -98,7 +99,8 @@ def precompute(cfg: RunConfig, progress: Progress | None = None, force: bool = F
         with store.writing(path) as con:
             if not _has(con, "meta"):
                 meta = {"config": json.dumps(cfg.to_dict()), "keys": json.dumps(space.keys),
-                        "p_max": str(space.p_max), "engine_version": ENGINE_VERSION}
+                        "p_max": str(space.p_max), "engine_version": ENGINE_VERSION,
+                        "metrics_version": METRICS_VERSION}
                 store.insert_rows(con, "meta", {"key": list(meta), "value": list(meta.values())})
                 _write_pairs(con, pairs)
             solved = _done_metrics(con)

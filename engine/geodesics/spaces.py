@@ -45,7 +45,7 @@ class Space:
         ref = self.data[torch.randperm(len(self.data), generator=g)[: cfg.land_ref]]
         true_e = self.mixture.energy if self.mixture is not None else None
         energy = self.ebm if self.ebm is not None else None
-        return MetricContext(ref, self.calib, energy, true_e, cfg.land_sigma, cfg.rbf_centers, cfg.seed)
+        return MetricContext(self.data, self.calib, energy, true_e, cfg.land_sigma, cfg.rbf_centers, cfg.seed, reference=ref)
 
     def encode(self, images: np.ndarray) -> torch.Tensor:
         return (encode_all(self.ae, images) - self.shift) / self.scale
