@@ -20,6 +20,7 @@ from ui.state import set_url, synced_select, url_value
 COLORS = ["#4285F4", "#34A853", "#EA4335", "#FBBC05", "#8E44AD", "#111111", "#7F8C8D", "#E67E22"]
 LABELS = {"ucg": "UCG: uniform Gaussians on a semicircle", "wcg": "WCG: centre-weighted Gaussians",
           "urc": "URC: characters rotated uniformly", "brc": "BRC: characters rotated near 0°"}
+INIT_LABELS = {"line": "the straight line (the paper's)", "graph": "the metric's shortest path through a k-NN graph of the data"}
 
 
 @st.cache_data(show_spinner=False)
@@ -46,6 +47,11 @@ def space_and_metrics(path: str, mtime: float):
 @st.cache_data(show_spinner=False)
 def cached_paths(path: str, mtime: float, metric: str, ids: tuple) -> np.ndarray:
     return pipeline.load_paths(Path(path), metric, list(ids))
+
+
+def run_label(path: Path) -> str:
+    cfg = pipeline.run_config(path)
+    return f"{path.name} ({cfg.n_pairs} pairs, {cfg.solver_init} start)"
 
 
 def score_table(rep: dict) -> pd.DataFrame:
@@ -142,7 +148,7 @@ def main() -> None:
                 f"`geolens geodesics precompute --dataset {dataset}` (add `--small` for a quick run), then reload.")
         return
     run = synced_select("Run", [p.name for p in runs], "geo_run",
-                        fmt=lambda n: f"{n} ({pipeline.run_config(runs[[p.name for p in runs].index(n)]).n_pairs} pairs)")
+                        fmt=lambda n: run_label(runs[[p.name for p in runs].index(n)]))
     path = str(next(p for p in runs if p.name == run))
     mtime = Path(path).stat().st_mtime
     rep = report(path, mtime)
@@ -162,7 +168,8 @@ def main() -> None:
                (" Toy RMSE: G_E against the geodesic of G_E true, every other metric against that of G_1/p true."
                 if dataset in TOY_DATASETS else ""))
     st.dataframe(score_table(rep), key="geo_scores")
-    st.caption("EBM: " + ", ".join(f"{k} {v}" for k, v in rep["ebm"].items()))
+    st.caption("EBM: " + ", ".join(f"{k} {v}" for k, v in rep["ebm"].items()) +
+               f". Solver start: {INIT_LABELS[rep['solver_init']]}.")
     st.subheader("Paths")
     if not names:
         st.warning("Choose at least one metric.")

@@ -24,3 +24,6 @@ def test_geodesics_ebm_flag_picks_the_objective():
     assert _config(parser.parse_args(["report", "geodesics", "--dataset", "urc"])).ebm_objective == "cd"
     cfg = _config(parser.parse_args(["geodesics", "precompute", "--dataset", "ucg", "--ebm", "cd"]))
     assert cfg.ebm_objective == "cd" and cfg.dataset == "ucg"
+    assert cfg.solver_init == "line"
+    cfg = _config(parser.parse_args(["report", "geodesics", "--dataset", "urc", "--init", "graph"]))
+    assert cfg.solver_init == "graph"

@@ -9,9 +9,11 @@ import torch
 
 from engine.geodesics import data as D
 from engine.geodesics.ebm import EBMConfig, EnergyMLP, dsm_loss, langevin, train_ebm
+from engine.geodesics.graph import graph_paths
 from engine.geodesics.metrics import (METRICS, EnergyMetric, Euclidean, InverseDensityMetric, LandMetric, Metric,
                                       MetricContext, RBFMetric, build_metric, linear_map, slerp, straight_line)
 from engine.geodesics.scores import data_rmse, mean_density, path_rmse
+from engine.geodesics.runconfig import RunConfig
 from engine.geodesics.solver import SolverConfig, path_energy, solve
 
 torch.set_num_threads(1)
@@ -161,6 +163,48 @@ def test_rbf_bandwidth_is_arvanitidis_and_dimension_free():
         rbf = RBFMetric(pts, torch.cat([pts, torch.full((1, d), 9.0)]), n_centers=1)
         assert rbf.prec.item() == pytest.approx(1 / 8)
         assert rbf.features(pts).squeeze(-1) == pytest.approx(torch.full((4,), math.exp(-0.25)), rel=1e-5)
+
+
+class _HalfPlane(Metric):
+    """λ = 1000 where y > 0, 1 elsewhere (conformal)."""
+
+    def diag(self, x):
+        return torch.where(x[..., 1:2] > 0, 1000.0, 1.0)
+
+
+def _circle(n: int) -> torch.Tensor:
+    a = torch.linspace(0, 2 * math.pi, n + 1)[:-1]
+    return torch.stack([a.cos(), a.sin()], -1)
+
+
+def test_graph_init_follows_the_data_arc_evenly():
+    # nodes on the unit circle, endpoints (1, 0) and (-1, 0); under λ ≡ 1 both half circles tie, and the path
+    # must stay on the circle (2 neighbours: only arc edges), evenly spaced: point t at angle ±π t
+    nodes = _circle(200)
+    x0, x1 = torch.tensor([[1.0, 0.0]]), torch.tensor([[-1.0, 0.0]])
+    p = graph_paths(Euclidean(), x0, x1, nodes, 11, k=2)[0]
+    assert torch.allclose(p.norm(dim=-1), torch.ones(11), atol=2e-4)
+    ang = torch.atan2(p[:, 1], p[:, 0]).abs()
+    assert torch.allclose(ang, torch.linspace(0, math.pi, 11), atol=0.02)
+
+
+def test_graph_init_takes_the_cheap_half_and_keeps_the_line_when_disconnected():
+    far = torch.tensor([100.0, 0.0])
+    nodes = torch.cat([_circle(200), _circle(200) + far])  # two circles no 2-NN edge joins
+    c, s = math.cos(math.pi / 6), math.sin(math.pi / 6)
+    x0, x1 = torch.tensor([[c, s], [1.0, 0.0]]), torch.tensor([[-c, s], [99.0, 0.0]])
+    p = graph_paths(_HalfPlane(), x0, x1, nodes, 21, k=2)
+    # 30° -> 150°: the short upper arc costs √1000 · 2π/3 ≈ 66, the long way under y = 0 costs 2 · √1000 · π/6 + π ≈ 36.
+    # Evenly spaced in metric length, the midpoint (length 18) lies 90° down the lower half: (0, -1)
+    assert p[0, 10].tolist() == pytest.approx([0.0, -1.0], abs=0.05)
+    assert torch.allclose(p[1], straight_line(x0[1:], x1[1:], 21)[0])  # no path through the graph
+
+
+def test_graph_init_is_refused_for_the_neural_solver():
+    with pytest.raises(ValueError, match="method='discrete'"):
+        RunConfig.preset("ucg", small=True, solver_init="graph", method="neural")
+    with pytest.raises(ValueError, match="solver_init"):
+        RunConfig.preset("ucg", small=True, solver_init="spline")
 
 
 def test_slerp_keeps_the_circle():

@@ -92,7 +92,9 @@ def test_page_shows_the_report_numbers(geo_runs):
         for col, val in entry.items():
             shown = table.loc[metric, col]
             assert (val is None and np.isnan(shown)) or shown == val, (metric, col)
-    assert any(c.value.startswith("EBM: objective dsm") for c in at.caption)
+    assert any(c.value.startswith("EBM: objective dsm") and c.value.endswith("Solver start: the straight line (the paper's).")
+               for c in at.caption)
+    assert rep["solver_init"] == "line"
     # a λ heatmap background, fewer metrics, and two clicked endpoints solved live
     at.selectbox(key="_sel_geo_bg").set_value("log10 λ: G_E").run()
     at.multiselect(key="geo_metric_pick").set_value(["G_E", "LAND"]).run()

@@ -12,6 +12,8 @@ def _add_run_args(p) -> None:
     p.add_argument("--method", choices=("discrete", "neural"), default="discrete", help="solver")
     p.add_argument("--ebm", choices=("cd", "dsm"), default=None,
                    help="EBM objective (default: dsm for toy sets, cd for characters)")
+    p.add_argument("--init", choices=("line", "graph"), default="line",
+                   help="solver start: the straight line (paper) or the metric's shortest path through a k-NN graph of the data")
 
 
 def register(commands, reports) -> None:
@@ -36,7 +38,7 @@ def register(commands, reports) -> None:
 def _config(args):
     from engine.geodesics.runconfig import RunConfig
 
-    over = {"seed": args.seed, "method": args.method}
+    over = {"seed": args.seed, "method": args.method, "solver_init": args.init}
     if args.n is not None:
         over["n_pairs"] = args.n
     if args.ebm is not None:

@@ -22,6 +22,7 @@ import torch
 
 from engine import ENGINE_VERSION, store
 from engine.config import stable_hash
+from engine.geodesics.graph import graph_paths
 from engine.geodesics.metrics import GridMetric, build_metric
 from engine.geodesics.runconfig import RunConfig
 from engine.geodesics.scores import (DEFAULT_RMSE_REFERENCE, RMSE_REFERENCE, SCORES, data_rmse, mean_density, path_rmse,
@@ -118,7 +119,10 @@ def precompute(cfg: RunConfig, progress: Progress | None = None, force: bool = F
                         progress(f"geodesics {name}", total[0], scfg.max_iters * -(-cfg.n_pairs // scfg.batch_size))
 
                 t0 = time.perf_counter()
-                res = solve(metric, pairs.x0, pairs.x1, scfg, progress=tick)
+                init = None
+                if cfg.solver_init == "graph" and metric.path(pairs.x0[:1], pairs.x1[:1], 2) is None:
+                    init = graph_paths(metric, pairs.x0, pairs.x1, space.data, cfg.steps, cfg.graph_k)
+                res = solve(metric, pairs.x0, pairs.x1, scfg, init=init, progress=tick)
                 seconds = time.perf_counter() - t0
                 solved[name] = res.paths
                 n = len(res.paths)
@@ -165,7 +169,7 @@ def report_from_cache(path: Path) -> dict:
     df = summary(path)
     timing = store.query_df(path, "SELECT metric, seconds FROM timing")
     out: dict = {"dataset": cfg.dataset, "n_pairs": cfg.n_pairs, "cache": path.name, "ebm": ebm_summary(cfg),
-                 "metrics": {}}
+                 "solver_init": cfg.solver_init, "metrics": {}}
     for metric in cfg.metrics:
         entry: dict = {}
         rows = df[df.metric == metric].set_index("score")

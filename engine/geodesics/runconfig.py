@@ -17,6 +17,7 @@ from engine.geodesics.solver import SolverConfig
 
 TOY_METRICS = ("linear", "G_E", "G_1/p", "LAND", "RBF", "G_E true", "G_1/p true")
 CHAR_METRICS = ("linear", "slerp", "G_E", "G_1/p", "LAND", "RBF")
+INITS = ("line", "graph")
 
 
 @dataclasses.dataclass
@@ -66,6 +67,11 @@ class RunConfig(Config):
     solver_tol: float = 1e-4
     batch_size: int = 250
     method: str = "discrete"
+    solver_init: str = "line"
+    """Where the discrete solver starts: 'line' (the paper's straight line) or 'graph' (the metric-weighted
+    shortest path through a k-NN graph of the data, ``engine.geodesics.graph``)."""
+    graph_k: int = 10
+    """Neighbours per data point in the graph initialisation."""
     grid_res: float = 0.05
     """Toy only: tabulate each metric on a grid of this spacing over TOY_SOLVE_BOUNDS and interpolate
     (0 = evaluate the metric exactly at every step)."""
@@ -80,6 +86,10 @@ class RunConfig(Config):
             check_positive(name, getattr(self, name))
         check_positive("land_sigma", self.land_sigma)
         check_positive("grid_res", self.grid_res, allow_zero=True)
+        check_choice("solver_init", self.solver_init, INITS)
+        check_positive("graph_k", self.graph_k)
+        if self.solver_init == "graph" and self.method != "discrete":
+            raise ValueError("solver_init='graph' starts the discrete solver; use method='discrete' or solver_init='line'")
 
     @property
     def is_toy(self) -> bool:
