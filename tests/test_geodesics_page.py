@@ -71,6 +71,12 @@ def test_points_command_solves_between_rows(tmp_path, cache_root):
     assert paths.shape == (2, 9, 3) and np.allclose(paths[0, 0], pts[0]) and np.allclose(paths[1, -1], pts[3])
     with pytest.raises(ValueError, match="row pairs"):
         solve_points(tmp_path / "p.npy", [(0, 999)], "linear", cfg=cfg)
+    # from the graph start, the RBF geodesic between the arc's two ends stays on the arc (the chord is 1 away)
+    ends = [(int(np.argmin(t)), int(np.argmax(t)))]
+    cfg = RunConfig.preset("urc", small=True, land_ref=100, rbf_centers=10, solver_init="graph")
+    paths, _ = solve_points(tmp_path / "p.npy", ends, "RBF", steps=21, cfg=cfg)
+    gap = np.linalg.norm(paths[0][:, None] - pts[None], axis=-1).min(1)
+    assert gap.max() < 0.15, gap.max()
 
 
 def _page():

@@ -29,6 +29,8 @@ def register(commands, reports) -> None:
     p.add_argument("--metric", default="G_E", help="metric name (see `--metric list`)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--out", default="geodesics.npy", help="where to write the paths (n_pairs, steps, d)")
+    p.add_argument("--init", choices=("line", "graph"), default="line",
+                   help="solver start: the straight line or the metric's shortest path through a k-NN graph of the points")
     p.set_defaults(func=_points)
     r = reports.add_parser("geodesics", help="each metric's scores over N geodesics beside the paper's")
     _add_run_args(r)
@@ -90,7 +92,10 @@ def _points(args) -> int:
         pairs = [tuple(int(v) for v in s.split(":")) for s in args.pairs.split(",")]
     except ValueError:
         raise ValueError(f"--pairs {args.pairs!r}: write row pairs as i:j separated by commas, e.g. 0:5,3:9")
-    paths, energy = solve_points(args.file, pairs, args.metric, args.steps, progress=_tqdm_progress())
+    from engine.geodesics.runconfig import RunConfig
+
+    cfg = RunConfig.preset("urc", land_sigma=0.4, solver_init=args.init)
+    paths, energy = solve_points(args.file, pairs, args.metric, args.steps, cfg, progress=_tqdm_progress())
     np.save(args.out, paths)
     for (i, j), e in zip(pairs, energy):
         print(f"{i} -> {j}: energy {e:.4f}")

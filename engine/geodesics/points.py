@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from engine.geodesics.data import load_points
+from engine.geodesics.graph import graph_paths
 from engine.geodesics.metrics import TRUE_METRICS, build_metric
 from engine.geodesics.runconfig import RunConfig
 from engine.geodesics.solver import SolverConfig, solve
@@ -31,5 +32,7 @@ def solve_points(file: str | Path, pairs: list[tuple[int, int]], metric: str, st
         m = build_metric(metric, space.context(cfg))
         idx = torch.as_tensor(pairs)
         z = space.data
-        res = solve(m, z[idx[:, 0]], z[idx[:, 1]], SolverConfig(steps=steps, lr=cfg.solver_lr, max_iters=cfg.solver_iters))
+        x0, x1 = z[idx[:, 0]], z[idx[:, 1]]
+        init = graph_paths(m, x0, x1, z, steps, cfg.graph_k) if cfg.solver_init == "graph" else None
+        res = solve(m, x0, x1, SolverConfig(steps=steps, lr=cfg.solver_lr, max_iters=cfg.solver_iters), init=init)
     return res.paths.numpy(), res.energy.numpy()
