@@ -99,7 +99,8 @@ DEFAULT_STAGES = {
     "saes": [["train-sae", "--cache", "{default_cache}", "--beta", "0"],
              ["train-sae", "--cache", "{default_cache}", "--beta", "4e-4"]],
     "concepts": [["precompute-concepts", "--model", "fmnist-cnn", "--class", c] for c in ("Sneaker", "Bag")],
-    "geodesics": [["geodesics", "precompute", "--dataset", d] for d in ("ucg", "urc")],
+    "geodesics": [["geodesics", "precompute", "--dataset", d] for d in ("ucg", "urc")]
+                 + [["geodesics", "precompute", "--dataset", "urc", "--init", "graph"]],
     "dvr": [["dvr-build"]],
 }
 TAKES_DEVICE = {"precompute", "train-sae", "dvr-build"}
