@@ -60,14 +60,14 @@ def score_table(rep: dict) -> pd.DataFrame:
 
 
 def solve_clicked(path: str, mtime: float, names: list[str], ends: tuple) -> dict[str, np.ndarray]:
-    cfg, _, metrics = space_and_metrics(path, mtime)
+    cfg, space, metrics = space_and_metrics(path, mtime)
     x0, x1 = torch.tensor([ends[0]], dtype=torch.float32), torch.tensor([ends[1]], dtype=torch.float32)
     out = {}
     with st.status("Solving geodesics between the clicked points…", expanded=False) as status:
         bar = st.progress(0.0)
         for i, name in enumerate(names):
             t0 = time.perf_counter()
-            res = solve(metrics[name], x0, x1, cfg.solver_config())
+            res = solve(metrics[name], x0, x1, cfg.solver_config(), nodes=space.data)  # the run's start
             out[name] = res.paths[0].numpy()
             rate = max(int(res.iters[0]), 1) / max(time.perf_counter() - t0, 1e-6)
             bar.progress((i + 1) / len(names), text=f"{name}: {int(res.iters[0])} iterations, {rate:.0f} it/s")
@@ -147,8 +147,8 @@ def main() -> None:
         st.info(f"No geodesics computed for {dataset.upper()} yet. Run "
                 f"`geolens geodesics precompute --dataset {dataset}` (add `--small` for a quick run), then reload.")
         return
-    run = synced_select("Run", [p.name for p in runs], "geo_run",
-                        fmt=lambda n: run_label(runs[[p.name for p in runs].index(n)]))
+    labels = {p.name: run_label(p) for p in runs}
+    run = synced_select("Run", list(labels), "geo_run", fmt=labels.get)
     path = str(next(p for p in runs if p.name == run))
     mtime = Path(path).stat().st_mtime
     rep = report(path, mtime)

@@ -83,7 +83,7 @@ def _points(args) -> int:
     import numpy as np
 
     from engine.geodesics.metrics import METRICS
-    from engine.geodesics.points import solve_points
+    from engine.geodesics.points import points_config, solve_points
 
     if args.metric == "list" or args.metric not in METRICS:
         print("metrics:", ", ".join(m for m in METRICS if not m.endswith("true")))
@@ -92,10 +92,8 @@ def _points(args) -> int:
         pairs = [tuple(int(v) for v in s.split(":")) for s in args.pairs.split(",")]
     except ValueError:
         raise ValueError(f"--pairs {args.pairs!r}: write row pairs as i:j separated by commas, e.g. 0:5,3:9")
-    from engine.geodesics.runconfig import RunConfig
-
-    cfg = RunConfig.preset("urc", land_sigma=0.4, solver_init=args.init)
-    paths, energy = solve_points(args.file, pairs, args.metric, args.steps, cfg, progress=_tqdm_progress())
+    paths, energy = solve_points(args.file, pairs, args.metric, args.steps, points_config(solver_init=args.init),
+                                 progress=_tqdm_progress())
     np.save(args.out, paths)
     for (i, j), e in zip(pairs, energy):
         print(f"{i} -> {j}: energy {e:.4f}")

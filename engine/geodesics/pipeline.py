@@ -22,7 +22,6 @@ import torch
 
 from engine import ENGINE_VERSION, store
 from engine.config import stable_hash
-from engine.geodesics.graph import graph_paths
 from engine.geodesics.metrics import GridMetric, build_metric
 from engine.geodesics.runconfig import RunConfig
 from engine.geodesics.scores import (DEFAULT_RMSE_REFERENCE, RMSE_REFERENCE, SCORES, data_rmse, mean_density, path_rmse,
@@ -119,10 +118,7 @@ def precompute(cfg: RunConfig, progress: Progress | None = None, force: bool = F
                         progress(f"geodesics {name}", total[0], scfg.max_iters * -(-cfg.n_pairs // scfg.batch_size))
 
                 t0 = time.perf_counter()
-                init = None
-                if cfg.solver_init == "graph" and metric.path(pairs.x0[:1], pairs.x1[:1], 2) is None:
-                    init = graph_paths(metric, pairs.x0, pairs.x1, space.data, cfg.steps, cfg.graph_k)
-                res = solve(metric, pairs.x0, pairs.x1, scfg, init=init, progress=tick)
+                res = solve(metric, pairs.x0, pairs.x1, scfg, nodes=space.data, progress=tick)
                 seconds = time.perf_counter() - t0
                 solved[name] = res.paths
                 n = len(res.paths)

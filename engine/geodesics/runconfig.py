@@ -13,11 +13,10 @@ from engine.geodesics.autoencoder import AEConfig
 from engine.geodesics.data import DATASETS, TOY_DATASETS
 from engine.geodesics.ebm import OBJECTIVES, EBMConfig
 from engine.geodesics.metrics import METRICS
-from engine.geodesics.solver import SolverConfig
+from engine.geodesics.solver import INITS, SolverConfig
 
 TOY_METRICS = ("linear", "G_E", "G_1/p", "LAND", "RBF", "G_E true", "G_1/p true")
 CHAR_METRICS = ("linear", "slerp", "G_E", "G_1/p", "LAND", "RBF")
-INITS = ("line", "graph")
 
 
 @dataclasses.dataclass
@@ -68,10 +67,8 @@ class RunConfig(Config):
     batch_size: int = 250
     method: str = "discrete"
     solver_init: str = "line"
-    """Where the discrete solver starts: 'line' (the paper's straight line) or 'graph' (the metric-weighted
-    shortest path through a k-NN graph of the data, ``engine.geodesics.graph``)."""
+    """See ``SolverConfig.init``."""
     graph_k: int = 10
-    """Neighbours per data point in the graph initialisation."""
     grid_res: float = 0.05
     """Toy only: tabulate each metric on a grid of this spacing over TOY_SOLVE_BOUNDS and interpolate
     (0 = evaluate the metric exactly at every step)."""
@@ -87,9 +84,7 @@ class RunConfig(Config):
         check_positive("land_sigma", self.land_sigma)
         check_positive("grid_res", self.grid_res, allow_zero=True)
         check_choice("solver_init", self.solver_init, INITS)
-        check_positive("graph_k", self.graph_k)
-        if self.solver_init == "graph" and self.method != "discrete":
-            raise ValueError("solver_init='graph' starts the discrete solver; use method='discrete' or solver_init='line'")
+        self.solver_config()  # the solver checks its own settings
 
     @property
     def is_toy(self) -> bool:
@@ -124,4 +119,4 @@ class RunConfig(Config):
 
     def solver_config(self) -> SolverConfig:
         return SolverConfig(steps=self.steps, lr=self.solver_lr, max_iters=self.solver_iters, tol=self.solver_tol,
-                            batch_size=self.batch_size, method=self.method)
+                            batch_size=self.batch_size, method=self.method, init=self.solver_init, graph_k=self.graph_k)

@@ -19,6 +19,7 @@ from engine.config import Config, check_choice, check_positive
 from engine.geodesics.metrics import Metric, straight_line
 
 METHODS = ("discrete", "neural")
+INITS = ("line", "graph")
 
 
 @dataclasses.dataclass
@@ -37,6 +38,11 @@ class SolverConfig(Config):
     """Geodesics optimised together (memory bound for data-heavy metrics such as LAND)."""
     method: str = "discrete"
     """'discrete' (free interior points) or 'neural' (the paper's neural interpolant)."""
+    init: str = "line"
+    """Where the discrete solver starts: 'line' (the paper's straight line) or 'graph' (the metric-weighted
+    shortest path through a k-NN graph of data points, ``engine.geodesics.graph``)."""
+    graph_k: int = 10
+    """Neighbours per data point in the graph start."""
 
     def validate(self) -> None:
         if self.steps < 3:
@@ -47,6 +53,10 @@ class SolverConfig(Config):
         check_positive("window", self.window)
         check_positive("batch_size", self.batch_size)
         check_choice("method", self.method, METHODS)
+        check_choice("init", self.init, INITS)
+        check_positive("graph_k", self.graph_k)
+        if self.init == "graph" and self.method != "discrete":
+            raise ValueError("the graph start is for the discrete solver; use method='discrete' or the line start")
 
 
 @dataclasses.dataclass
@@ -127,12 +137,13 @@ def _solve_chunk(metric: Metric, x0, x1, cfg: SolverConfig, init, record: bool, 
 
 
 def solve(metric: Metric, x0: torch.Tensor, x1: torch.Tensor, cfg: SolverConfig | None = None, *,
-          init: torch.Tensor | None = None, record: bool = False,
+          init: torch.Tensor | None = None, nodes: torch.Tensor | None = None, record: bool = False,
           progress: Callable[[int], None] | None = None) -> SolveResult:
     """Geodesics between rows of x0 (B, d) and x1 (B, d) under ``metric``.
 
     Closed-form baselines (linear, slerp) return their path directly. ``init`` (B, T, d) replaces
-    the straight-line start; ``record`` keeps the per-iteration energies; ``progress(n)`` is called
+    the straight-line start; with ``cfg.init == 'graph'`` the start is the shortest path through ``nodes``
+    (N, d), the data points; ``record`` keeps the per-iteration energies; ``progress(n)`` is called
     with the number of iterations done, chunk by chunk.
     """
     cfg = cfg or SolverConfig()
@@ -144,6 +155,12 @@ def solve(metric: Metric, x0: torch.Tensor, x1: torch.Tensor, cfg: SolverConfig 
             e = path_energy(metric, closed)
         b = x0.shape[0]
         return SolveResult(closed, e, torch.zeros(b, dtype=torch.long), torch.ones(b, dtype=torch.bool))
+    if cfg.init == "graph" and init is None:
+        if nodes is None:
+            raise ValueError("the graph start needs the data points: pass nodes=(N, d) or use init='line'")
+        from engine.geodesics.graph import graph_paths
+
+        init = graph_paths(metric, x0, x1, nodes, cfg.steps, cfg.graph_k)
     if cfg.method == "neural":
         from engine.geodesics.interpolant import solve_neural
 
