@@ -31,6 +31,16 @@ def file_hash(path: str | os.PathLike, length: int = 16) -> str:
     return h.hexdigest()[:length]
 
 
+def array_hash(x, length: int = 16) -> str:
+    """sha256 of an array's dtype, shape and bytes: data keyed by what it holds, not how it was made."""
+    import numpy as np
+
+    a = np.ascontiguousarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x)
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()[:length]
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to a temp file beside ``path``, then rename over it."""
     path = Path(path)

@@ -106,7 +106,9 @@ class Encoder:
 
     def identity(self) -> dict:
         """Everything about the model that changes its embeddings (part of every cache key)."""
-        return {"arch": self.spec.arch, "pretrained": self.spec.pretrained, "weights_hash": self.weights_hash,
+        # Local weights are named by their bytes only, so moving the file changes no key.
+        pretrained = "local-file" if self.spec.is_local else self.spec.pretrained
+        return {"arch": self.spec.arch, "pretrained": pretrained, "weights_hash": self.weights_hash,
                 "preprocess": repr(self.preprocess)}
 
     @torch.no_grad()

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from engine import ENGINE_VERSION
-from engine.config import stable_hash
+from engine.config import array_hash, stable_hash
 from engine.geodesics import data as D
 from engine.geodesics.autoencoder import AEConfig, ConvAE, encode_all, get_ae
 from engine.geodesics.ebm import EBMConfig, EnergyMLP, get_ebm
@@ -84,7 +84,9 @@ def _off_data(z: torch.Tensor, labels: np.ndarray, n: int, gen: torch.Generator)
 def build_chars(cfg: RunConfig, progress: Progress | None = None, train: bool = True) -> Space:
     # one autoencoder for both character sets, trained on all rotations (URC images)
     ae_imgs, _, _ = D.rotated_characters("urc", cfg.n_data, seed=cfg.seed)
-    ae_data_key = stable_hash({"chars": "urc", "n": cfg.n_data, "seed": cfg.seed, "v": ENGINE_VERSION})
+    # keyed by the drawn pixels, so a change of Pillow's font or rasteriser changes the key
+    ae_data_key = stable_hash({"chars": "urc", "n": cfg.n_data, "seed": cfg.seed, "pixels": array_hash(ae_imgs),
+                               "v": ENGINE_VERSION})
     ae_cfg = cfg.ae_config()
     ae_prog = None if progress is None else (lambda i, tot, loss: progress("autoencoder training", i, tot))
     ae = get_ae(ae_data_key, ae_imgs, ae_cfg, progress=ae_prog, train=train)
@@ -96,7 +98,7 @@ def build_chars(cfg: RunConfig, progress: Progress | None = None, train: bool = 
     z = (encode_all(ae, imgs) - shift) / scale  # (n, 64) standardised latents
     from engine.geodesics.autoencoder import ae_key
 
-    data_key = stable_hash({"chars": cfg.dataset, "n": cfg.n_data, "seed": cfg.seed,
+    data_key = stable_hash({"chars": cfg.dataset, "n": cfg.n_data, "seed": cfg.seed, "pixels": array_hash(imgs),
                             "ae": ae_key(ae_data_key, ae_cfg), "v": ENGINE_VERSION})
     ebm_cfg = cfg.ebm_config()
     ebm = get_ebm(data_key, z, ebm_cfg, progress=_ebm_progress(progress, ebm_cfg.iters), train=train)
