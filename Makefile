@@ -29,6 +29,7 @@ app: $(STAMP) system-deps
 	$(BIN)/streamlit run app.py --server.headless true
 
 test: $(STAMP) system-deps
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 clean:
