@@ -12,6 +12,9 @@ def register(commands, reports) -> None:
     p = commands.add_parser("precompute", help="encode an image-caption dataset into a cache")
     p.add_argument("--dataset", default="shapes", help="'shapes' or a captions .csv/.jsonl/.parquet or COCO .json")
     p.add_argument("--images", help="image folder for relative paths (default: the captions file's folder)")
+    p.add_argument("--allow-outside-images", action="store_true",
+                   help="also read image paths that resolve outside the captions file's folder and --images "
+                        "(refused and listed as skipped by default)")
     p.add_argument("--n", type=int, default=4000, help="pairs, for the Shapes world")
     p.add_argument("--seed", type=int, default=0, help="world seed, for the Shapes world")
     p.add_argument("--model", default="default", help="'default' (geolens-tiny, trained on first use) or an open_clip architecture")
@@ -22,9 +25,13 @@ def register(commands, reports) -> None:
     p.add_argument("--force", action="store_true", help="recompute even if the cache exists")
     p.set_defaults(func=_precompute)
 
-    p = commands.add_parser("train-default", help="train the built-in default CLIP on the Shapes world")
-    p.add_argument("--steps", type=int, default=None)
+    p = commands.add_parser("train-default", help="train the built-in default CLIP on the Shapes world (resumes an interrupted run)")
+    p.add_argument("--recipe", default="gap", help="gap (temperature fixed at 1/100, keeps the modality gap; the default) "
+                                                   "or learnable-temp (the earlier recipe, closes the gap)")
+    p.add_argument("--steps", type=int, default=None, help="override the recipe's optimiser steps")
     p.add_argument("--device", default=None)
+    p.add_argument("--retrain", action="store_true", help="train even if these weights are already in the cache")
+    p.add_argument("--publish", action="store_true", help="then ship the weights as an asset (assets/ + manifest.json)")
     p.set_defaults(func=_train_default)
 
     p = commands.add_parser("build-defaults", help="build every page's built-in defaults (each stage cached; reruns skip done work)")
@@ -74,7 +81,8 @@ def _precompute(args) -> int:
     from engine.encoders import Encoder
     from engine.precompute import precompute
 
-    source = resolve(args.dataset, n=args.n, seed=args.seed, images=args.images)
+    source = resolve(args.dataset, n=args.n, seed=args.seed, images=args.images,
+                     allow_outside_images=args.allow_outside_images)
     enc = Encoder(model_spec(args.model, args.pretrained, args.device), device=args.device)
     res = precompute(source, enc, batch_size=args.batch_size, num_workers=args.workers, force=args.force)
     rate = f", {res.n_pairs / res.seconds:.0f} pairs/s" if res.seconds else " (already cached)"
@@ -85,11 +93,22 @@ def _precompute(args) -> int:
 
 
 def _train_default(args) -> int:
-    from engine.default_model import TrainConfig, train, weights_path
+    from engine.default_model import recipe, train, weights_path
 
-    cfg = TrainConfig() if args.steps is None else TrainConfig(steps=args.steps)
-    path = train(cfg, device=args.device)
-    print(path.with_suffix(".json").read_text())
+    cfg = recipe(args.recipe) if args.steps is None else recipe(args.recipe, steps=args.steps)
+    path = weights_path(cfg)
+    if args.retrain or not path.exists():
+        path = train(cfg, device=args.device)
+    else:
+        print(f"{path} is already trained (--retrain trains it again)")
+    meta = json.loads(path.with_suffix(".json").read_text())
+    print(json.dumps({k: v for k, v in meta.items() if k != "history"}, indent=2))
+    if args.publish:
+        from engine.assets_cli import publish_default_model
+
+        rec = publish_default_model(cfg, command=f"geolens train-default --recipe {args.recipe}"
+                                    + (f" --steps {args.steps}" if args.steps is not None else "") + " --publish")
+        print(f"published {', '.join(rec['files'])} to assets/")
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from engine.datasets.sources import PairSource
 from engine.device import loader_kwargs
 from engine.embcache import EmbCache, image_id, text_id
 from engine.encoders import Encoder
+from engine.paths import disk_full, is_disk_full
 
 THUMB = 96
 
@@ -122,20 +124,48 @@ def precompute(source: PairSource, encoder: Encoder, batch_size: int = 256, num_
     ``progress(done_items, total_items, items_per_s)`` is called after each batch.
     ``stop_after`` stops after that many new batches (used to test resumption).
     """
+    if int(batch_size) < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+    if num_workers is not None and int(num_workers) < 0:
+        raise ValueError(f"--workers must be 0 or more, got {num_workers}")
     path = cache_path(source, encoder)
     if path.exists() and not force:
         c = EmbCache(path)
         return PrecomputeResult(c, 0.0, int(c.manifest["n_pairs"]), int(c.manifest["n_skipped"]), 0)
     n = len(source)
-    n_batches = (n + batch_size - 1) // batch_size
+    if n == 0:
+        raise ValueError("the dataset has no pairs: add rows to the captions file")
+    try:
+        return _precompute(source, encoder, path, n, batch_size, num_workers, progress, stop_after)
+    except Exception as exc:
+        if is_disk_full(exc):  # the finished cache (if any) is untouched; the partial file resumes
+            raise disk_full(path, exc) from exc
+        raise
+
+
+def _precompute(source, encoder, path: Path, n: int, batch_size: int, num_workers, progress, stop_after) -> PrecomputeResult:
     t0 = time.time()
     with store.writing(path) as con:
         _init_schema(con, encoder.dim)
+        # batch b covers pairs [b*B, (b+1)*B): a resumed run keeps the B its partial file was started with
+        row = con.execute("SELECT value FROM manifest WHERE key = '_batch_size'").fetchall()
+        if row and int(json.loads(row[0][0])) != batch_size:
+            tqdm.write(f"precompute: keeping batch size {json.loads(row[0][0])} of the interrupted run "
+                       f"(asked {batch_size})", file=sys.stderr)
+            batch_size = int(json.loads(row[0][0]))
+        elif not row:
+            con.execute("INSERT INTO manifest VALUES ('_batch_size', ?)", [json.dumps(batch_size)])
+        n_batches = (n + batch_size - 1) // batch_size
         if not con.execute("SELECT count(*) FROM factor_kinds").fetchone()[0]:
             for k, v in source.factor_kinds.items():
                 con.execute("INSERT INTO factor_kinds VALUES (?, ?)", [k, v])
         done = {int(r[0]) for r in con.execute("SELECT batch FROM done_batches").fetchall()}
         todo = [b for b in range(n_batches) if b not in done]
+        if done:
+            first = todo[0] if todo else n_batches
+            tqdm.write(f"precompute: resuming at batch {first} of {n_batches} ({len(done)} batches, "
+                       f"{min(n, len(done) * batch_size)} of {n} pairs already encoded in {path.name}{store.PARTIAL})",
+                       file=sys.stderr)
         sampler = [list(range(b * batch_size, min(n, (b + 1) * batch_size))) for b in todo]
         loader = DataLoader(_Prepared(source, encoder.preprocess), batch_sampler=sampler, collate_fn=_collate,
                             **loader_kwargs(encoder.device, num_workers))
