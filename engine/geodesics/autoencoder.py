@@ -7,7 +7,6 @@ JSON keyed by data identity and settings).
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Callable
 
 import numpy as np

@@ -5,13 +5,16 @@ pairs, so one network amortises all their geodesics. The endpoints are met exact
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
 
 from engine.geodesics.metrics import Metric
-from engine.geodesics.solver import SolveResult, SolverConfig, path_energy
+from engine.geodesics.paths import SolveResult, path_energy
+
+if TYPE_CHECKING:
+    from engine.geodesics.solver import SolverConfig
 
 
 class Interpolant(nn.Module):

@@ -16,9 +16,12 @@ from typing import Callable
 import torch
 
 from engine.config import Config, check_choice, check_positive
+from engine.core.registry import Registry
+from engine.geodesics.graph import graph_paths
+from engine.geodesics.interpolant import solve_neural
 from engine.geodesics.metrics import Metric, straight_line
+from engine.geodesics.paths import SolveResult, path_energy, path_length  # noqa: F401  (re-exported)
 
-METHODS = ("discrete", "neural")
 INITS = ("line", "graph")
 
 
@@ -52,35 +55,11 @@ class SolverConfig(Config):
         check_positive("tol", self.tol, allow_zero=True)
         check_positive("window", self.window)
         check_positive("batch_size", self.batch_size)
-        check_choice("method", self.method, METHODS)
+        check_choice("method", self.method, SOLVERS.names())
         check_choice("init", self.init, INITS)
         check_positive("graph_k", self.graph_k)
         if self.init == "graph" and self.method != "discrete":
             raise ValueError("the graph start is for the discrete solver; use method='discrete' or the line start")
-
-
-@dataclasses.dataclass
-class SolveResult:
-    paths: torch.Tensor  # (B, T, d)
-    energy: torch.Tensor  # (B,) final path energy
-    iters: torch.Tensor  # (B,) iterations used
-    converged: torch.Tensor  # (B,) bool
-    trace: torch.Tensor | None = None  # (n_iter, B) best energy after each iteration, when recorded
-
-
-def path_energy(metric: Metric, path: torch.Tensor) -> torch.Tensor:
-    """Discretised energy of paths (B, T, d) -> (B,)."""
-    dt = 1.0 / (path.shape[1] - 1)
-    g = metric.diag(path)  # (B, T, 1 or d)
-    v2 = ((path[:, 1:] - path[:, :-1]) / dt) ** 2  # (B, T-1, d)
-    return (0.5 * (g[:, 1:] + g[:, :-1]) * v2).sum((1, 2)) * dt
-
-
-def path_length(metric: Metric, path: torch.Tensor) -> torch.Tensor:
-    """Riemannian length Σ sqrt(½ (g_t + g_{t+1}) · Δx²): (B, T, d) -> (B,)."""
-    g = metric.diag(path)
-    dx2 = (path[:, 1:] - path[:, :-1]) ** 2
-    return (0.5 * (g[:, 1:] + g[:, :-1]) * dx2).sum(-1).clamp_min(0).sqrt().sum(-1)
 
 
 def _solve_chunk(metric: Metric, x0, x1, cfg: SolverConfig, init, record: bool, tick) -> SolveResult:
@@ -158,13 +137,16 @@ def solve(metric: Metric, x0: torch.Tensor, x1: torch.Tensor, cfg: SolverConfig 
     if cfg.init == "graph" and init is None:
         if nodes is None:
             raise ValueError("the graph start needs the data points: pass nodes=(N, d) or use init='line'")
-        from engine.geodesics.graph import graph_paths
-
         init = graph_paths(metric, x0, x1, nodes, cfg.steps, cfg.graph_k)
-    if cfg.method == "neural":
-        from engine.geodesics.interpolant import solve_neural
+    if cfg.method != "discrete":
+        return SOLVERS.get(cfg.method)(metric, x0, x1, cfg, progress=progress)
+    return solve_discrete(metric, x0, x1, cfg, init=init, record=record, progress=progress)
 
-        return solve_neural(metric, x0, x1, cfg, progress=progress)
+
+def solve_discrete(metric: Metric, x0: torch.Tensor, x1: torch.Tensor, cfg: SolverConfig, *,
+                   init: torch.Tensor | None = None, record: bool = False,
+                   progress: Callable[[int], None] | None = None) -> SolveResult:
+    """Free interior points, optimised chunk by chunk (``cfg.batch_size`` geodesics at a time)."""
     parts = []
     for s in range(0, x0.shape[0], cfg.batch_size):
         sl = slice(s, s + cfg.batch_size)
@@ -175,3 +157,10 @@ def solve(metric: Metric, x0: torch.Tensor, x1: torch.Tensor, cfg: SolverConfig 
         trace = torch.cat([torch.cat([p.trace, p.trace[-1:].expand(n - p.trace.shape[0], -1)]) for p in parts], dim=1)
     return SolveResult(torch.cat([p.paths for p in parts]), torch.cat([p.energy for p in parts]),
                        torch.cat([p.iters for p in parts]), torch.cat([p.converged for p in parts]), trace)
+
+
+SOLVERS: Registry[Callable[..., SolveResult]] = Registry("geodesic solver")
+"""Name -> solver ``(metric, x0, x1, cfg, *, progress) -> SolveResult``; names are ``SolverConfig.method`` choices."""
+SOLVERS.add("discrete", solve_discrete)
+SOLVERS.add("neural", solve_neural)
+METHODS = tuple(SOLVERS.names())

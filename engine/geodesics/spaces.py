@@ -16,8 +16,8 @@ import torch
 from engine import ENGINE_VERSION
 from engine.config import array_hash, stable_hash
 from engine.geodesics import data as D
-from engine.geodesics.autoencoder import AEConfig, ConvAE, encode_all, get_ae
-from engine.geodesics.ebm import EBMConfig, EnergyMLP, get_ebm
+from engine.geodesics.autoencoder import ConvAE, encode_all, get_ae
+from engine.geodesics.ebm import EnergyMLP, get_ebm
 from engine.geodesics.metrics import MetricContext
 from engine.geodesics.runconfig import RunConfig
 
