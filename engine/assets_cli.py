@@ -1,0 +1,168 @@
+"""``geolens assets list|verify|publish NAME``: the trained weights shipped under ``assets/``.
+
+Each shippable model has an ``AssetRecipe`` in ``ASSETS``: the command that makes it, a
+``build(retrain)`` that trains it through the project's own code (or reuses the copy already
+trained in the cache) and returns its files, config key and metrics, and the tolerance within
+which a retrain must reproduce the manifest's metrics (checked by the heavy test in
+tests/test_assets.py). ``engine.core.assets`` does the copying, hashing and manifest.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Callable
+
+from engine.core import assets
+from engine.core.registry import Registry
+
+
+@dataclasses.dataclass(frozen=True)
+class Built:
+    """A trained model ready to publish: asset file name -> file in the cache, and how it was made."""
+
+    files: dict[str, Path]
+    config: dict
+    config_key: str
+    seed: int
+    train_seconds: float
+    metrics: dict[str, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class AssetRecipe:
+    command: str
+    """the geolens command that trains and publishes this asset"""
+    build: Callable[[bool], Built]
+    """``build(retrain)``: train (or, unless ``retrain``, reuse the cached copy) and describe the result"""
+    tolerance: dict[str, float]
+    """metric -> largest absolute difference a retrain may show against the manifest"""
+
+
+ASSETS: Registry[AssetRecipe] = Registry("asset")
+
+
+# ----------------------------------------------------------------------------- geolens-tiny
+def default_model_metrics(meta: dict) -> dict[str, float]:
+    """Flat metrics of a default-model meta: the gap measures and zero-shot accuracy per factor."""
+    geo = meta["geometry"]
+    out = {k: round(float(geo[k]), 4) for k in ("dim", "cone_image", "cone_text", "pair_cosine",
+                                                  "r1_image_to_text", "r1_text_to_image")}
+    out.update({f"zero_shot_{f}": round(float(a), 4) for f, a in meta["zero_shot_accuracy"].items()})
+    return out
+
+
+def _default_model_built(cfg, retrain: bool) -> Built:
+    from engine.default_model import asset_name, train, weights_path
+
+    path = weights_path(cfg)
+    if retrain or not path.exists() or not path.with_suffix(".json").exists():
+        path = train(cfg)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    if "geometry" not in meta:
+        raise ValueError(f"{path.with_suffix('.json')} has no gap measures (trained by an older engine); "
+                         "retrain it with --retrain")
+    name = asset_name(cfg)
+    return Built({f"{name}.safetensors": path, f"{name}.json": path.with_suffix(".json")}, cfg.to_dict(),
+                 cfg.key(), cfg.seed, meta["train_seconds"], default_model_metrics(meta))
+
+
+DEFAULT_MODEL_TOLERANCE = {"dim": 0.05, "cone_image": 0.05, "cone_text": 0.05, "pair_cosine": 0.05,
+                           "r1_image_to_text": 0.05, "r1_text_to_image": 0.05, "zero_shot_shape": 0.03,
+                           "zero_shot_colour": 0.03, "zero_shot_size": 0.03, "zero_shot_position": 0.03}
+"""A CPU retrain with the same seed repeats the run up to float summation order (thread count,
+BLAS); these bounds allow for that and flag any change of recipe or code."""
+
+
+def publish_default_model(cfg, command: str, retrain: bool = False) -> dict:
+    """Publish the default model trained with ``cfg`` (training it first if needed)."""
+    from engine.default_model import asset_name
+
+    return publish_built(asset_name(cfg), _default_model_built(cfg, retrain), command)
+
+
+def _register_default_models() -> None:
+    from engine.default_model import RECIPES, asset_name
+
+    for recipe_name, cfg in RECIPES.items():
+        ASSETS.add(asset_name(cfg), AssetRecipe(
+            f"geolens train-default --recipe {recipe_name} --publish",
+            lambda retrain, cfg=cfg: _default_model_built(cfg, retrain), DEFAULT_MODEL_TOLERANCE))
+
+
+_register_default_models()
+
+
+# ----------------------------------------------------------------------------- publish / verify
+def publish_built(name: str, built: Built, command: str) -> dict:
+    return assets.publish(name, built.files, config=built.config, config_key=built.config_key, command=command,
+                          seed=built.seed, train_seconds=built.train_seconds, metrics=built.metrics)
+
+
+def metric_differences(name: str, metrics: dict[str, float]) -> dict[str, tuple[float, float]]:
+    """Metrics of a retrain that differ from the manifest by more than the asset's tolerance:
+    metric -> (manifest value, retrained value)."""
+    shipped = assets.entry(name)["metrics"]
+    tol = ASSETS.get(name).tolerance
+    return {k: (shipped[k], metrics.get(k, float("nan"))) for k in tol
+            if not abs(shipped[k] - metrics.get(k, float("nan"))) <= tol[k]}
+
+
+def verify() -> list[str]:
+    """Every problem with ``assets/``: missing or altered files, unknown names, the size budget."""
+    out = []
+    for name in assets.manifest()["assets"]:
+        out += assets.problems(name)
+    total = assets.total_bytes()
+    if total > assets.BUDGET_BYTES:
+        out.append(f"assets/ holds {total / 2**20:.1f} MiB, over the {assets.BUDGET_BYTES / 2**20:.0f} MiB budget")
+    return out
+
+
+def register(commands, reports) -> None:
+    p = commands.add_parser("assets", help="trained weights shipped under assets/: list, verify, publish")
+    sub = p.add_subparsers(dest="assets_command", required=True, metavar="ACTION")
+    q = sub.add_parser("list", help="shipped assets with size, command, training time and metrics")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=_list)
+    q = sub.add_parser("verify", help="check every manifest hash and the size budget (exit 1 on a problem)")
+    q.set_defaults(func=_verify)
+    q = sub.add_parser("publish", help="train (or reuse the cached copy of) a model and ship it")
+    q.add_argument("name", help=f"one of {ASSETS.names()}")
+    q.add_argument("--retrain", action="store_true", help="train again even if the cache holds the model")
+    q.set_defaults(func=_publish)
+
+
+def _list(args) -> int:
+    man = assets.manifest()["assets"]
+    rows = []
+    for name, e in sorted(man.items()):
+        size = sum((assets.assets_dir() / f).stat().st_size for f in e["files"] if (assets.assets_dir() / f).exists())
+        rows.append({"name": name, "mb": round(size / 2**20, 2), "ok": not assets.problems(name),
+                     "command": e["command"], "train_seconds": e["train_seconds"], "metrics": e["metrics"]})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no assets in {assets.assets_dir()}; make one with `geolens assets publish NAME` ({ASSETS.names()})")
+    for r in rows:
+        print(f"{r['name']}: {r['mb']} MB, {'ok' if r['ok'] else 'DAMAGED'}, trained in {r['train_seconds']} s\n"
+              f"  made by: {r['command']}\n  metrics: {r['metrics']}")
+    print(f"total {assets.total_bytes() / 2**20:.1f} MiB of {assets.BUDGET_BYTES / 2**20:.0f} MiB")
+    return 0
+
+
+def _verify(args) -> int:
+    found = verify()
+    for line in found:
+        print(line)
+    if not found:
+        print(f"{len(assets.manifest()['assets'])} assets ok, {assets.total_bytes() / 2**20:.1f} MiB")
+    return 1 if found else 0
+
+
+def _publish(args) -> int:
+    rec = ASSETS.get(args.name)
+    entry = publish_built(args.name, rec.build(args.retrain), rec.command)
+    print(f"published {args.name}: {', '.join(entry['files'])}; metrics {entry['metrics']}")
+    return 0
