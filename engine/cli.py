@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "engine.sae.cli",
     "engine.gap.cli",
     "engine.atoms.cli",
+    "engine.assets_cli",
 ]
 
 
