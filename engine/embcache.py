@@ -133,6 +133,8 @@ def list_caches() -> list[EmbCache]:
 
 def open_cache(name: str) -> EmbCache:
     """A cache by name (file stem), or a unique prefix of one."""
+    if not name or not name.strip():
+        raise ValueError("empty cache name: pass one of `geolens caches`")
     caches = list_caches()
     exact = [c for c in caches if c.name == name]
     if exact:

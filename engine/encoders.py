@@ -97,7 +97,14 @@ class Encoder:
         self.spec = spec
         self.device = pick_device(device)
         weights = resolve_weights(spec)
-        model, _, preprocess = open_clip.create_model_and_transforms(spec.arch, pretrained=weights, weights_only=True)
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(spec.arch, pretrained=weights, weights_only=True)
+        except Exception as exc:  # a corrupt, truncated, pickled-object or other-architecture weights file
+            if not spec.is_local:
+                raise
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise ValueError(f"weights file {weights} could not be loaded as {spec.arch} ({type(exc).__name__}: {first}); "
+                             f"pass a .safetensors (or .bin state dict) saved from a {spec.arch} model") from None
         self.model = model.to(self.device).eval()
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(spec.arch)

@@ -12,6 +12,7 @@ import streamlit as st
 
 from engine.dvr import evaluate, results, samples
 from engine.dvr.networks import load_critics
+from engine.paths import check_data_folder, data_root
 from ui.state import set_url, synced_select
 
 FAMILY_COLORS = {"human": "#d62728", "vae": "#1f77b4", "reference": "#7f7f7f", "gan": "#2ca02c", "external": "#9467bd"}
@@ -77,12 +78,19 @@ def _evaluate_form(ref: Path, meta: dict) -> None:
     with st.form("dvr_eval"):
         st.markdown("**Evaluate a samples folder** — layout `<root>/<model>/<class>/exemplar.png` plus the samples "
                     "(`*.png`, 20 per class in the paper); optional `<model>/model.json` with `family`, `sweep`, `params`.")
+        st.caption(f"Only folders under the data root `{data_root()}` are read (set `GEOLENS_DATA_ROOT` to change it); "
+                   "a relative path is taken from there.")
         folder = st.text_input("Samples folder (path on the server)", key="dvr_folder")
         go_ = st.form_submit_button("Evaluate")
     if not go_:
         return
     if not folder.strip():
         st.error("Enter the path of a samples folder.")
+        return
+    try:
+        folder_path = check_data_folder(folder)
+    except (ValueError, FileNotFoundError) as exc:
+        st.error(str(exc))
         return
     bar = st.progress(0.0, text="reading samples…")
     t0 = time.perf_counter()
@@ -92,7 +100,7 @@ def _evaluate_form(ref: Path, meta: dict) -> None:
         bar.progress(done / total, text=f"{done}/{total} images · {rate:.0f} items/s")
 
     try:
-        out = evaluate.evaluate_folder(folder.strip(), ref, _critics(meta["critics_folder"]), progress=tick)
+        out = evaluate.evaluate_folder(folder_path, ref, _critics(meta["critics_folder"]), progress=tick)
     except (ValueError, FileNotFoundError) as exc:
         st.error(str(exc))
         return

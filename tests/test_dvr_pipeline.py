@@ -105,7 +105,7 @@ def test_bad_folder_message(dvr, tmp_path):
         evaluate.evaluate_folder(tmp_path, dvr.ref, critics)
 
 
-def test_page_apptest(dvr, tmp_path):
+def test_page_apptest(dvr, cache_root):
     from streamlit.testing.v1 import AppTest
 
     from engine.dvr import results
@@ -126,7 +126,7 @@ def test_page_apptest(dvr, tmp_path):
     at.selectbox(key="_sel_dvr_model").select("built-in/affine_strength2").run()
     no_exception(at)
     assert at.query_params["dvr_model"] == "built-in/affine_strength2"
-    folder = _small_folder(dvr, tmp_path / "apptest_run")
+    folder = _small_folder(dvr, cache_root / "inputs" / "apptest_run")  # under the data root
     at.text_input(key="dvr_folder").input(str(folder))
     at.button[0].click().run()
     no_exception(at)
@@ -136,8 +136,8 @@ def test_page_apptest(dvr, tmp_path):
 
 
 @pytest.mark.browser
-def test_page_browser(dvr, server, page, tmp_path):
-    folder = _small_folder(dvr, tmp_path / "browser_run")
+def test_page_browser(dvr, server, page, cache_root):
+    folder = _small_folder(dvr, cache_root / "inputs" / "browser_run")
     page.goto(f"{server}/dvr")
     wait_for_app(page)
     page.get_by_text("Every configuration").wait_for()

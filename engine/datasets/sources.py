@@ -279,8 +279,10 @@ class _DuplicateKey(Exception):
 
 def _cell(v, field: str, where: str, path: Path):
     """A JSON value as a table cell: text stays text, numbers become text, objects are refused."""
-    if v is None or isinstance(v, str):
+    if v is None:
         return v
+    if isinstance(v, str):  # JSON may escape lone surrogates ("\ud800"), which no file or database can store
+        return v.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     if isinstance(v, (bool, int, float)):
         return str(v)
     raise ValueError(f"{path.name}, {where}: field {field!r} must be text, got a JSON {type(v).__name__}; "
@@ -318,12 +320,17 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
 def _read_parquet(path: Path) -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise _empty_file(path, "a Parquet table with")
+    import pyarrow.parquet as pq
+
     try:
-        df = pd.read_parquet(path)
+        names = pq.read_schema(path).names
+        if len(set(names)) == len(names):
+            df = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises ArrowInvalid / OSError subclasses for corrupt files
-        raise ValueError(f"{path.name} is not a readable Parquet file ({type(exc).__name__}: {exc}); "
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"{path.name} is not a readable Parquet file ({type(exc).__name__}: {first}); "
                          "write it again with pandas.DataFrame.to_parquet or pyarrow") from None
-    _check_duplicates(df.columns, path, "the columns")
+    _check_duplicates(names, path, "the columns")
     if not len(df.columns):
         raise _empty_file(path, "a Parquet table with")
     if not len(df):

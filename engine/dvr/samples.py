@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from engine.config import atomic_write_text, file_hash, stable_hash
-from engine.dvr.omniglot import image_files, load_images, to_ink
+from engine.dvr.omniglot import SIDE, image_files, to_ink
 
 EXEMPLAR = "exemplar.png"
 MODEL_JSON = "model.json"
@@ -80,6 +80,26 @@ def folder_signature(root: str | Path) -> str:
     return stable_hash([(str(p.relative_to(root)), file_hash(p)) for p in files], 16)
 
 
+def _ink(path: Path) -> np.ndarray:
+    """One image file as ink; a clear error naming the file when it is no readable image."""
+    try:
+        with Image.open(path) as im:
+            return to_ink(im)
+    except Exception as exc:  # Pillow raises UnidentifiedImageError, OSError, SyntaxError, ...
+        raise ValueError(f"{path} is not a readable image ({type(exc).__name__}); replace it with a PNG "
+                         "(any size, black ink on white) or delete it") from None
+
+
+def _model_json(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); fix it or delete it (it is optional)") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path} must hold a JSON object such as {{\"family\": \"vae\"}}")
+    return meta
+
+
 def read_model(folder: Path) -> ModelSamples:
     """Load one model folder; every class needs the exemplar and the same number (>= 2) of samples."""
     classes = sorted(p for p in folder.iterdir() if p.is_dir())
@@ -92,11 +112,11 @@ def read_model(folder: Path) -> ModelSamples:
             raise ValueError(f"{c} has no {EXEMPLAR}: save the exemplar given to the generator there")
         paths = [p for p in image_files(c) if p.name != EXEMPLAR]
         counts.add(len(paths))
-        exemplars.append(to_ink(Image.open(ex)))
-        samples.append(load_images(paths))
+        exemplars.append(_ink(ex))
+        samples.append(np.stack([_ink(q) for q in paths]) if paths else np.zeros((0, SIDE, SIDE), np.float32))
     if len(counts) != 1 or min(counts) < 2:
         raise ValueError(f"{folder}: every class needs the same number (>= 2) of samples, found counts {sorted(counts)}")
-    meta = json.loads((folder / MODEL_JSON).read_text()) if (folder / MODEL_JSON).exists() else {}
+    meta = _model_json(folder / MODEL_JSON) if (folder / MODEL_JSON).exists() else {}
     return ModelSamples(folder.name, [c.name for c in classes], np.stack(exemplars), np.stack(samples), meta, str(folder))
 
 

@@ -138,19 +138,24 @@ def load_points(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no points file at {path}; give a .npy or .parquet of shape (n, d)")
-    if path.suffix == ".npy":
-        x = np.load(path, allow_pickle=False)
-    elif path.suffix == ".parquet":
-        import pandas as pd
-
-        df = pd.read_parquet(path)
-        if df.shape[1] == 1 and df.iloc[:, 0].dtype == object:
-            x = np.stack(df.iloc[:, 0].to_numpy())
-        else:
-            x = df.select_dtypes("number").to_numpy()
-    else:
+    if path.suffix not in (".npy", ".parquet"):
         raise ValueError(f"{path.name}: unsupported file type; use .npy or .parquet")
-    x = np.asarray(x, dtype=np.float32)
+    try:
+        if path.suffix == ".npy":
+            x = np.load(path, allow_pickle=False)  # pickled object arrays are refused
+        else:
+            import pandas as pd
+
+            df = pd.read_parquet(path)
+            if df.shape[1] == 1 and df.iloc[:, 0].dtype == object:
+                x = np.stack(df.iloc[:, 0].to_numpy())
+            else:
+                x = df.select_dtypes("number").to_numpy()
+        x = np.asarray(x, dtype=np.float32)
+    except Exception as exc:  # corrupt file, object/pickled array, text values: name the file and the fix
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise ValueError(f"{path.name}: not a numeric (n, d) array ({type(exc).__name__}: {first}); "
+                         "save plain numbers, e.g. np.save(path, x.astype('float32'))") from None
     if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 1:
         raise ValueError(f"{path.name}: expected points of shape (n >= 2, d), got {x.shape}")
     if not np.isfinite(x).all():
