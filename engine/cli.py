@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "engine.gap.cli",
     "engine.atoms.cli",
     "engine.assets_cli",
+    "engine.jobs_cli",
 ]
 
 
