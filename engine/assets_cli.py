@@ -53,7 +53,7 @@ def default_model_metrics(meta: dict) -> dict[str, float]:
 
 
 def _default_model_built(cfg, retrain: bool) -> Built:
-    from engine.default_model import asset_name, train, weights_path
+    from engine.default_model import asset_files, train, weights_path
 
     path = weights_path(cfg)
     if retrain or not path.exists() or not path.with_suffix(".json").exists():
@@ -62,8 +62,7 @@ def _default_model_built(cfg, retrain: bool) -> Built:
     if "geometry" not in meta:
         raise ValueError(f"{path.with_suffix('.json')} has no gap measures (trained by an older engine); "
                          "retrain it with --retrain")
-    name = asset_name(cfg)
-    return Built({f"{name}.safetensors": path, f"{name}.json": path.with_suffix(".json")}, cfg.to_dict(),
+    return Built(asset_files(cfg), cfg.to_dict(),
                  cfg.key(), cfg.seed, meta["train_seconds"], default_model_metrics(meta))
 
 
@@ -91,6 +90,23 @@ def _register_default_models() -> None:
 
 
 _register_default_models()
+
+
+# ----------------------------------------------------------------------------- fmnist-cnn
+def _fmnist_built(retrain: bool) -> Built:
+    from engine.concepts import fmnist
+
+    cfg = fmnist.FmnistTrainConfig()
+    path = fmnist.weights_path(cfg)
+    if retrain:
+        path.unlink(missing_ok=True)
+        path.with_suffix(".json").unlink(missing_ok=True)
+    _, metrics = fmnist.load_or_train(cfg, progress=lambda done, total, msg: None)
+    return Built(fmnist.asset_files(cfg), cfg.to_dict(), path.stem, cfg.seed, metrics["train_seconds"],
+                 {"test_accuracy": round(float(metrics["test_accuracy"]), 4)})
+
+
+ASSETS.add("fmnist-cnn", AssetRecipe("geolens assets publish fmnist-cnn", _fmnist_built, {"test_accuracy": 0.01}))
 
 
 # ----------------------------------------------------------------------------- publish / verify

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 
 def register(commands, reports) -> None:
@@ -20,9 +21,12 @@ def register(commands, reports) -> None:
     p.add_argument("--model", default="default", help="'default' (geolens-tiny, trained on first use) or an open_clip architecture")
     p.add_argument("--pretrained", help="pretrained tag or local .safetensors/.bin file")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: 0 on CPU, 4 on CUDA)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local engine: DataLoader workers (default: 0 on CPU, 4 on CUDA); "
+                        "ray engine: encoder actors (default 1; one per GPU)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
     p.add_argument("--force", action="store_true", help="recompute even if the cache exists")
+    ray_args(p)
     p.set_defaults(func=_precompute)
 
     p = commands.add_parser("train-default", help="train the built-in default CLIP on the Shapes world (resumes an interrupted run)")
@@ -37,6 +41,8 @@ def register(commands, reports) -> None:
     p = commands.add_parser("build-defaults", help="build every page's built-in defaults (each stage cached; reruns skip done work)")
     p.add_argument("--only", default=",".join(DEFAULT_STAGES), help=f"comma list of stages: {','.join(DEFAULT_STAGES)}")
     p.add_argument("--device", default=None)
+    p.add_argument("--retrain", action="store_true",
+                   help="train every model here instead of using the weights shipped under assets/")
     p.set_defaults(func=_build_defaults)
 
     p = commands.add_parser("export", help="write a cache's items and embeddings to Parquet")
@@ -76,6 +82,23 @@ def _caches(args) -> int:
     return 0
 
 
+def ray_args(p) -> None:
+    """--engine and the Ray job's options (engine.ray_precompute.RayConfig); also used by `sae encode`."""
+    p.add_argument("--engine", default="local", choices=("local", "ray"),
+                   help="local: this process; ray: a Ray Data job (pip install -e '.[ray]')")
+    p.add_argument("--address", default=None, help="ray: cluster address (default: start a local cluster)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="ray: GPUs per encoder actor (0 = CPU actors)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="ray: CPUs per encoder actor")
+    p.add_argument("--keep-shards", action="store_true", help="ray: keep the Parquet shards after the import")
+
+
+def ray_config(args):
+    from engine.ray_precompute import RayConfig
+
+    return RayConfig(address=args.address, workers=1 if args.workers is None else args.workers, gpus_per_worker=args.gpus_per_worker,
+                     cpus_per_worker=args.cpus_per_worker, batch_size=args.batch_size, keep_shards=args.keep_shards)
+
+
 def _precompute(args) -> int:
     from engine.datasets.sources import resolve
     from engine.encoders import Encoder
@@ -83,8 +106,16 @@ def _precompute(args) -> int:
 
     source = resolve(args.dataset, n=args.n, seed=args.seed, images=args.images,
                      allow_outside_images=args.allow_outside_images)
-    enc = Encoder(model_spec(args.model, args.pretrained, args.device), device=args.device)
-    res = precompute(source, enc, batch_size=args.batch_size, num_workers=args.workers, force=args.force)
+    if args.engine == "ray":
+        from engine.ray_precompute import ray_precompute
+
+        cfg = ray_config(args)  # validates before the model loads
+        enc = Encoder(model_spec(args.model, args.pretrained, args.device),
+                      device="cpu")  # the driver only needs the model's identity and preprocessing
+        res = ray_precompute(source, enc, cfg, force=args.force)
+    else:
+        enc = Encoder(model_spec(args.model, args.pretrained, args.device), device=args.device)
+        res = precompute(source, enc, batch_size=args.batch_size, num_workers=args.workers, force=args.force)
     rate = f", {res.n_pairs / res.seconds:.0f} pairs/s" if res.seconds else " (already cached)"
     print(f"{res.cache.name}: {res.n_pairs} pairs, {res.n_skipped} skipped{rate}")
     if res.n_skipped:
@@ -138,6 +169,10 @@ def default_cache_name(device: str | None = None) -> str:
 def _build_defaults(args) -> int:
     from engine.cli import main
 
+    if args.retrain:
+        from engine.shipped import ENV_RETRAIN
+
+        os.environ[ENV_RETRAIN] = "1"  # read by every trainer's asset hook (engine.shipped)
     stages = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in stages if s not in DEFAULT_STAGES]
     if unknown:

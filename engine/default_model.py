@@ -301,22 +301,21 @@ def asset_name(cfg: TrainConfig) -> str:
     return f"{ASSET}-{cfg.key()}"
 
 
-def install_asset(cfg: TrainConfig) -> bool:
-    """Copy the shipped weights of ``cfg`` into the cache's models folder if the manifest's config
-    key and hashes match; False when there is no such asset."""
-    from engine.core import assets
-
-    path = weights_path(cfg)
-    name = asset_name(cfg)
-    return assets.install(name, cfg.key(), {f"{name}.safetensors": path, f"{name}.json": path.with_suffix(".json")})
+def asset_files(cfg: TrainConfig) -> dict[str, Path]:
+    """Asset file name -> where the cache keeps it: the weights and their JSON meta."""
+    path, name = weights_path(cfg), asset_name(cfg)
+    return {f"{name}.safetensors": path, f"{name}.json": path.with_suffix(".json")}
 
 
-def default_spec(cfg: TrainConfig | None = None, device: str | None = None, progress=None,
-                 retrain: bool = False) -> ModelSpec:
+def default_spec(cfg: TrainConfig | None = None, device: str | None = None, progress=None) -> ModelSpec:
     """The default model's spec: weights already in the cache, else the shipped asset (when its
-    config key and hashes match), else trained here. ``retrain`` trains even when either exists."""
+    config key and hashes match; copied into the cache's models folder), else trained here.
+    Under ``geolens build-defaults --retrain`` (``GEOLENS_RETRAIN=1``) it trains instead of using
+    the shipped weights."""
+    from engine.shipped import needs_training
+
     cfg = cfg or RECIPES.get(DEFAULT_RECIPE)
     path = weights_path(cfg)
-    if retrain or not (path.exists() or install_asset(cfg)):
+    if needs_training(asset_name(cfg), path, cfg.key(), asset_files(cfg)):
         train(cfg, device=device, progress=progress)
     return ModelSpec(cfg.arch, str(path))

@@ -188,16 +188,28 @@ def train(cfg: FmnistTrainConfig, progress: Progress | None = None) -> tuple[Fmn
     return model, metrics
 
 
+ASSET = "fmnist-cnn"
+"""name of the shipped CNN in ``assets/manifest.json`` (``geolens assets publish fmnist-cnn``)"""
+
+
+def asset_files(cfg: FmnistTrainConfig) -> dict[str, Path]:
+    """Asset file name -> where the cache keeps it (weights and their JSON meta)."""
+    path = weights_path(cfg)
+    return {f"{ASSET}.safetensors": path, f"{ASSET}.json": path.with_suffix(".json")}
+
+
 def load_or_train(cfg: FmnistTrainConfig | None = None, progress: Progress | None = None) -> tuple[FmnistCNN, dict]:
-    """The cached CNN for ``cfg`` (safetensors + JSON beside it), training it on first use."""
+    """The cached CNN for ``cfg`` (safetensors + JSON beside it): else the shipped asset when its
+    config key and hashes match (engine.shipped), else trained here on first use."""
     from safetensors.torch import load_file, save_file
 
     from engine.config import atomic_write_text
+    from engine.shipped import needs_training
 
     cfg = cfg or FmnistTrainConfig()
     path = weights_path(cfg)
     meta_path = path.with_suffix(".json")
-    if path.exists() and meta_path.exists():
+    if not needs_training(ASSET, path, path.stem, asset_files(cfg)) and meta_path.exists():
         model = FmnistCNN(cfg.width, cfg.hidden)
         model.load_state_dict(load_file(str(path)))
         return model.eval(), json.loads(meta_path.read_text())["metrics"]
