@@ -24,9 +24,11 @@ system-deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
+# The dashboard is served at once; the default builds run behind it as background jobs (one runner,
+# progress on every page, `geolens jobs list`). The runner exits 10 min after its queue empties.
 app: $(STAMP) system-deps
-	$(BIN)/geolens build-defaults
-	$(BIN)/streamlit run app.py --server.headless true
+	$(BIN)/python -m engine.core.jobs run --background --submit-defaults --idle-exit 600
+	$(BIN)/streamlit run app.py
 
 test: $(STAMP) system-deps
 	$(BIN)/ruff check .

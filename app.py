@@ -13,4 +13,9 @@ PAGES = [
 
 st.set_page_config(page_title="geolens", layout="wide")
 nav = st.navigation([st.Page(path, title=title, icon=icon, default=(i == 0)) for i, (path, title, icon) in enumerate(PAGES)])
-nav.run()
+try:
+    nav.run()
+finally:  # after the page has put its view in the query string (also when it stopped early)
+    from ui.links import copy_link
+
+    copy_link()

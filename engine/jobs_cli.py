@@ -37,6 +37,7 @@ def register(commands, reports) -> None:
     q.add_argument("--background", action="store_true", help="start it detached and return (no-op if one runs)")
     q.add_argument("--idle-exit", type=float, default=None, help="stop after this many seconds with nothing queued")
     q.add_argument("--max-jobs", type=int, default=None, help="stop after this many jobs")
+    q.add_argument("--submit-defaults", action="store_true", help="first queue the default stages not built yet")
     q.set_defaults(func=_run)
 
 
@@ -128,10 +129,6 @@ def _logs(args) -> int:
 def _run(args) -> int:
     from engine.core import jobs
 
-    if args.background:
-        pid = jobs.ensure_runner(idle_exit_s=args.idle_exit)
-        print(f"job runner started in the background (pid {pid}; log {jobs.jobs_dir() / 'runner.log'})" if pid
-              else f"a job runner already runs (pid {jobs.runner_pid()})")
-        return 0
     return jobs._main(["run"] + (["--idle-exit", str(args.idle_exit)] if args.idle_exit is not None else [])
-                      + (["--max-jobs", str(args.max_jobs)] if args.max_jobs is not None else []))
+                      + (["--max-jobs", str(args.max_jobs)] if args.max_jobs is not None else [])
+                      + (["--submit-defaults"] if args.submit_defaults else []) + (["--background"] if args.background else []))

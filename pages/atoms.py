@@ -80,8 +80,10 @@ def _report(path: str, sae: str, eps: float) -> dict:
 
 caches = _caches()
 if not caches:
-    st.info("No cache has a trained SAE yet. Train one: `geolens train-sae --cache NAME` "
-            "(plain baseline: `--beta 0`), then reload.")
+    from ui.jobs import pending_or_ready  # the default SAEs' build progress here, or a button that starts it
+
+    pending_or_ready("saes", False, hint="Or train one on any cache: `geolens train-sae --cache NAME` "
+                     "(plain baseline: `--beta 0`).")
     st.stop()
 name = synced_select("Cache", list(caches), key="cache", sidebar=True)
 cache = EmbCache(caches[name])

@@ -88,7 +88,12 @@ class_name = synced_select("Class", names, "class", default=(cached_classes or [
                            fmt=lambda c: f"{c} ✓" if c in cached_classes else c)
 found = [c for c in caches if c["model"] == model and c["class_name"] == class_name]
 if not found:
-    _offer_compute(model, class_name)
+    if model == "fmnist-cnn" and class_name in ("Sneaker", "Bag"):  # built by the default stage: its progress here
+        from ui.jobs import pending_or_ready
+
+        pending_or_ready("concepts", False, hint=f"Other classes: `geolens precompute-concepts --model {model} --class NAME`.")
+    else:
+        _offer_compute(model, class_name)
     st.stop()
 if len(found) > 1:
     pick = st.sidebar.selectbox("Settings", range(len(found)), key="concept_settings", format_func=lambda i: (

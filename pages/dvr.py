@@ -116,8 +116,9 @@ def main() -> None:
                "prototypical net on them (500 fixed episodes per class). Humans are the real drawings.")
     refs = results.list_refs()
     if not refs:
-        st.info("No dvr caches yet: run `geolens dvr-build` (built-in Hershey stroke set) or "
-                "`geolens dvr-build --omniglot PATH` (real Omniglot), then reload.")
+        from ui.jobs import pending_or_ready  # the default build's progress here, or a button that starts it
+
+        pending_or_ready("dvr", False, hint="Or run `geolens dvr-build --omniglot PATH` for real Omniglot.")
         return
     ref = synced_select("Reference (data + critics)", refs, key="dvr_ref", sidebar=True, fmt=lambda p: p.stem)
     meta = evaluate.read_meta(ref)

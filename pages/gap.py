@@ -134,8 +134,10 @@ def _grid(cache: EmbCache, pts, rows: list[int]) -> None:
 # ----------------------------------------------------------------------------- choices
 caches = _caches()
 if not caches:
-    st.info("No embedding cache yet. Build the default one with `geolens build-defaults`, "
-            "or encode your own pairs with `geolens precompute --dataset captions.csv --model ViT-B-32 --pretrained openai`.")
+    from ui.jobs import pending_or_ready  # the default build's progress here, or a button that starts it
+
+    pending_or_ready("shapes", False, hint="Or encode your own pairs: "
+                     "`geolens precompute --dataset captions.csv --model ViT-B-32 --pretrained openai`.")
     st.stop()
 name = synced_select("Cache", list(caches), key="cache")
 path, mtime = caches[name]

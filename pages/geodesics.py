@@ -144,8 +144,13 @@ def main() -> None:
     dataset = synced_select("Dataset", list(DATASETS), "geo_ds", fmt=lambda d: LABELS[d])
     runs = pipeline.list_runs(dataset)
     if not runs:
-        st.info(f"No geodesics computed for {dataset.upper()} yet. Run "
-                f"`geolens geodesics precompute --dataset {dataset}` (add `--small` for a quick run), then reload.")
+        hint = (f"Or run `geolens geodesics precompute --dataset {dataset}` (add `--small` for a quick run), then reload.")
+        if dataset in ("ucg", "urc"):  # built by the default stage: its progress here, or a button that starts it
+            from ui.jobs import pending_or_ready
+
+            pending_or_ready("geodesics", False, hint=hint)
+        else:
+            st.info(f"No geodesics computed for {dataset.upper()} yet. {hint}")
         return
     labels = {p.name: run_label(p) for p in runs}
     run = synced_select("Run", list(labels), "geo_run", fmt=labels.get)

@@ -115,31 +115,60 @@ BUILDERS: Registry[Builder] = Registry("job builder")
 
 
 # ----------------------------------------------------------------------------- storage
-def jobs_dir() -> Path:
-    """``<cache root>/jobs`` (it follows ``$GEOLENS_CACHE``)."""
+def _folder() -> Path:
     from engine.store import cache_root
 
-    d = cache_root() / "jobs"
+    return cache_root() / "jobs"
+
+
+def jobs_dir() -> Path:
+    """``<cache root>/jobs``, created (it follows ``$GEOLENS_CACHE``). Readers use ``_folder``."""
+    d = _folder()
     (d / "logs").mkdir(parents=True, exist_ok=True)
     return d
 
 
 def log_path(job_id: int) -> Path:
-    return jobs_dir() / "logs" / f"{int(job_id)}.log"
+    return _folder() / "logs" / f"{int(job_id)}.log"
 
 
 @contextlib.contextmanager
-def connect() -> Iterator[sqlite3.Connection]:
-    """A connection to the jobs database (autocommit; use ``BEGIN IMMEDIATE`` to write atomically)."""
-    con = sqlite3.connect(jobs_dir() / DB_NAME, timeout=30, isolation_level=None)
+def connect(readonly: bool = False) -> Iterator[sqlite3.Connection | None]:
+    """A connection to the jobs database (autocommit; writers use ``BEGIN IMMEDIATE``).
+
+    ``readonly`` never writes, so pages can run on a read-only cache folder: it yields None when
+    there is no database yet. The database keeps SQLite's default rollback journal (not WAL),
+    which read-only connections can open without creating ``-shm``/``-wal`` files.
+    """
+    if readonly:
+        path = _folder() / DB_NAME
+        if not path.exists():
+            yield None
+            return
+        con = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=30, isolation_level=None)
+    else:
+        con = sqlite3.connect(jobs_dir() / DB_NAME, timeout=30, isolation_level=None)
     try:
         con.row_factory = sqlite3.Row
         con.execute("PRAGMA busy_timeout = 30000")
-        con.execute("PRAGMA journal_mode = WAL")
-        con.executescript(SCHEMA)
+        if not readonly:
+            con.executescript(SCHEMA)
         yield con
     finally:
         con.close()
+
+
+def _rows(sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+    """Rows of a read-only query ([] when there is no jobs database yet)."""
+    with connect(readonly=True) as con:
+        if con is None:
+            return []
+        try:
+            return con.execute(sql, args).fetchall()
+        except sqlite3.OperationalError as exc:  # a database created but its schema not yet written
+            if "no such table" in str(exc):
+                return []
+            raise
 
 
 @contextlib.contextmanager
@@ -250,8 +279,8 @@ def submit(name: str, config: Mapping | None = None, *, priority: int = 0) -> Jo
 
 
 def get(job_id: int) -> Job:
-    with connect() as con:
-        row = con.execute("SELECT * FROM jobs WHERE id = ?", (int(job_id),)).fetchone()
+    rows = _rows("SELECT * FROM jobs WHERE id = ?", (int(job_id),))
+    row = rows[0] if rows else None
     if row is None:
         raise ValueError(f"no job {job_id}; `geolens jobs list` shows the jobs")
     return Job.from_row(row)
@@ -267,16 +296,14 @@ def list_jobs(states: tuple[str, ...] | None = None, name: str | None = None, li
         where.append("name = ?")
         args.append(name)
     sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT ?"
-    with connect() as con:
-        return [Job.from_row(r) for r in con.execute(sql, (*args, int(limit))).fetchall()]
+    return [Job.from_row(r) for r in _rows(sql, (*args, int(limit)))]
 
 
 def latest(name: str, config: Mapping | None = None) -> Job | None:
     """The newest job for the artifact of ``name(config)`` (active or not), or None."""
     artifact = BUILDERS.get(name).key(name, dict(config or {}))
-    with connect() as con:
-        row = con.execute("SELECT * FROM jobs WHERE artifact = ? ORDER BY id DESC LIMIT 1", (artifact,)).fetchone()
-    return Job.from_row(row) if row else None
+    rows = _rows("SELECT * FROM jobs WHERE artifact = ? ORDER BY id DESC LIMIT 1", (artifact,))
+    return Job.from_row(rows[0]) if rows else None
 
 
 def cancel(job_id: int) -> Job:
@@ -316,31 +343,36 @@ class RunnerBusy(RuntimeError):
 
 
 def runner_pid() -> int | None:
-    """The pid of the live runner, or None if no runner holds the lock."""
+    """The pid of the live runner, or None if no runner holds the lock. Never writes."""
     import fcntl
 
-    lock = jobs_dir() / LOCK_NAME
-    with open(lock, "a") as f:
+    lock = _folder() / LOCK_NAME
+    if not lock.exists():
+        return None
+    with open(lock, "r") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             try:
-                return int((jobs_dir() / PID_NAME).read_text().strip())
+                return int((_folder() / PID_NAME).read_text().strip())
             except (OSError, ValueError):
                 return -1
         fcntl.flock(f, fcntl.LOCK_UN)
     return None
 
 
-def ensure_runner(idle_exit_s: float | None = 600) -> int | None:
+def ensure_runner(idle_exit_s: float | None = 600, submit_defaults: bool = False) -> int | None:
     """Start a runner in the background unless one is running; returns the new process's pid or None.
 
     The runner lives in its own session (it outlives the caller, e.g. the Streamlit server) and
     exits after ``idle_exit_s`` seconds with nothing to do; its output goes to ``jobs/runner.log``.
+    With ``submit_defaults`` it first queues the default stages not built yet (in the background,
+    so the caller does not wait for the imports that check them).
     """
     if runner_pid() is not None:
         return None
-    argv = [sys.executable, "-m", "engine.core.jobs", "run"] + ([] if idle_exit_s is None else ["--idle-exit", str(idle_exit_s)])
+    argv = [sys.executable, "-m", "engine.core.jobs", "run"] + ([] if idle_exit_s is None else ["--idle-exit", str(idle_exit_s)]) \
+        + (["--submit-defaults"] if submit_defaults else [])
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     with open(jobs_dir() / "runner.log", "ab") as out:
@@ -659,16 +691,29 @@ def _main(argv: list[str]) -> int:
     r = sub.add_parser("run", help="the job runner (what `geolens jobs run` runs)")
     r.add_argument("--idle-exit", type=float, default=None)
     r.add_argument("--max-jobs", type=int, default=None)
+    r.add_argument("--submit-defaults", action="store_true", help="first queue the default stages not built yet")
+    r.add_argument("--background", action="store_true", help="start the runner detached and return at once")
     e = sub.add_parser("exec", help="run one claimed job (the runner's child)")
     e.add_argument("id", type=int)
     e.add_argument("parent", type=int, nargs="?")
     args = parser.parse_args(argv)
     if args.what == "exec":
         return module.exec_job(args.id, args.parent)
+    if args.background:
+        pid = module.ensure_runner(args.idle_exit, args.submit_defaults)
+        print(f"job runner started in the background (pid {pid}; log {module.jobs_dir() / 'runner.log'})" if pid
+              else f"a job runner already runs (pid {module.runner_pid()})", flush=True)
+        return 0
+
+    def started(ids: list[int]) -> None:
+        print(f"[runner] pid {os.getpid()} on {module.jobs_dir()}" + (f"; re-queued interrupted jobs {ids}" if ids else ""),
+              flush=True)
+        if args.submit_defaults:
+            queued = module.submit_defaults()
+            print(f"[runner] queued default stages: {[j.name for j in queued] or 'none (all built)'}", flush=True)
+
     try:
-        n = module.run(idle_exit_s=args.idle_exit, max_jobs=args.max_jobs,
-                       on_start=lambda ids: print(f"[runner] pid {os.getpid()} on {module.jobs_dir()}"
-                                                  + (f"; re-queued interrupted jobs {ids}" if ids else ""), flush=True))
+        n = module.run(idle_exit_s=args.idle_exit, max_jobs=args.max_jobs, on_start=started)
     except module.RunnerBusy as exc:
         print(f"geolens: {exc}", file=sys.stderr)
         return 1

@@ -42,7 +42,7 @@ def cache_labels(caches) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------- default stages
-def _default_shapes_caches():
+def default_shapes_caches():
     from engine.datasets.sources import resolve
     from engine.embcache import list_caches
 
@@ -56,12 +56,12 @@ def default_stage_outputs(stage: str) -> list[str]:
     Reads only (lists files and manifests); never trains or encodes.
     """
     if stage == "shapes":
-        return [cache_label(c.manifest) for c in _default_shapes_caches()]
+        return [cache_label(c.manifest) for c in default_shapes_caches()]
     if stage == "saes":
         from engine.sae.store import list_saes
 
         out = []
-        for c in _default_shapes_caches():
+        for c in default_shapes_caches():
             saes = list_saes(c)
             betas = {float(b) for b in saes["beta"]} if len(saes) else set()
             if {0.0, 4e-4} <= betas:
