@@ -11,6 +11,7 @@ and linked from the cache's ``artifacts`` table as kind ``sae``.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -18,10 +19,12 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import save_file
+from tqdm import tqdm
 
 from engine import ENGINE_VERSION
 from engine.config import atomic_write_text, stable_hash
 from engine.embcache import EmbCache, image_id, text_id
+from engine.paths import disk_full, is_disk_full
 from engine.sae.config import SAEConfig
 from engine.sae.learners import DictionaryLearner, make_learner
 from engine.sae.metrics import evaluate
@@ -48,11 +51,33 @@ def sae_dir(cache: EmbCache, name: str) -> Path:
     return cache.artifact_dir / "sae" / name
 
 
-def save_weights(model: DictionaryLearner, folder: Path) -> None:
+def save_weights(model: DictionaryLearner, folder: Path, replace: bool = True) -> Path:
+    """Write the weights to a temp file, then (unless ``replace`` is False) rename it into place.
+
+    Returns the temp file when not replaced; a failed write removes it and leaves the old weights."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = folder / (WEIGHTS + ".tmp")
-    save_file(state, str(tmp))
-    tmp.replace(folder / WEIGHTS)
+    try:
+        save_file(state, str(tmp))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if replace:
+        tmp.replace(folder / WEIGHTS)
+    return tmp
+
+
+def _resume_note(checkpoint: Path, cfg: SAEConfig, n_pairs: int) -> None:
+    """Say where an interrupted training resumes (the checkpoint's step of the schedule's total)."""
+    if not checkpoint.exists():
+        return
+    try:
+        step = int(torch.load(checkpoint, map_location="cpu", weights_only=True)["step"])
+    except Exception:  # checkpoints are written atomically, so this is damage from outside: start over
+        checkpoint.unlink(missing_ok=True)
+        tqdm.write(f"train-sae: unreadable checkpoint {checkpoint} removed; starting over", file=sys.stderr)
+        return
+    tqdm.write(f"train-sae: resuming at step {step} of {cfg.schedule(n_pairs)[1]} from {checkpoint}", file=sys.stderr)
 
 
 def row_item_ids(pair_ids: np.ndarray) -> np.ndarray:
@@ -100,9 +125,26 @@ def train_on_cache(cache: EmbCache, cfg: SAEConfig, name: str | None = None, for
     if len(pair_ids) < 2:
         raise ValueError(f"cache {cache.name} has {len(pair_ids)} complete pairs; an SAE needs more")
     model = make_learner(cfg.arch, img.shape[1], cfg.atoms, cfg.k, **cfg.learner_kwargs())
+    _resume_note(folder / CHECKPOINT, cfg, len(pair_ids))
+    try:
+        return _train_and_write(cache, cfg, name, folder, model, img, txt, pair_ids, progress, device, show_bar)
+    except Exception as exc:
+        if is_disk_full(exc):  # every file below is written to a temp name first: the old SAE stays whole
+            raise disk_full(folder, exc) from exc
+        raise
+
+
+def _train_and_write(cache, cfg, name, folder, model, img, txt, pair_ids, progress, device, show_bar) -> tuple[str, dict]:
     t0 = time.perf_counter()
     summary = train_loop_on(model, img, txt, cfg, folder / CHECKPOINT, progress, device, show_bar)
-    save_weights(model, folder)
+    new_weights = save_weights(model, folder, replace=False)  # renamed into place once stats and meta are written
+    try:
+        return _write_artifact(cache, cfg, name, folder, model, img, txt, pair_ids, summary, new_weights, t0)
+    finally:
+        new_weights.unlink(missing_ok=True)  # renamed into place on success; a failed write leaves no stray file
+
+
+def _write_artifact(cache, cfg, name, folder, model, img, txt, pair_ids, summary, new_weights, t0) -> tuple[str, dict]:
     metrics = evaluate(model, img, txt)
     meta = {"name": name, "cache": cache.name, "d": int(img.shape[1]), "n_pairs": int(len(pair_ids)),
             "engine_version": ENGINE_VERSION, "config": cfg.to_dict(), "metrics": metrics,
@@ -110,6 +152,7 @@ def train_on_cache(cache: EmbCache, cfg: SAEConfig, name: str | None = None, for
     meta = write_artifact_stats(cache, model, folder, meta, pair_ids)
     meta["seconds_total"] = round(time.perf_counter() - t0, 2)
     atomic_write_text(folder / META, json.dumps(meta, indent=1, default=float))
+    new_weights.replace(folder / WEIGHTS)
     cache.register_artifact("sae", name, folder, {"config": cfg.to_dict(), "metrics": metrics,
                                                   "class_counts": meta["class_counts"]})
     (folder / CHECKPOINT).unlink(missing_ok=True)

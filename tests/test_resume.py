@@ -1,0 +1,86 @@
+"""Every long build resumes after `kill -9`: the command runs as a subprocess on tiny settings, is
+SIGKILLed once a checkpoint exists, and is run again; the rerun says where it resumed from, and its
+result equals an uninterrupted run's (or, where the output is not a single array, is complete and
+keeps what the killed run had finished)."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+
+
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def kill_when(argv: list[str], ready: Callable[[Path], bool], log: Path, timeout: float = 240) -> None:
+    """Start ``geolens argv``; SIGKILL it as soon as ``ready(log)`` holds (stderr goes to ``log``)."""
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "engine", *argv], cwd=ROOT, env=_env(),
+                                stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if ready(log):
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                return
+            if proc.poll() is not None:
+                pytest.fail(f"geolens {' '.join(argv)} ended (rc {proc.returncode}) before a checkpoint existed; "
+                            f"make the run longer\n{log.read_text()[-2000:]}")
+            time.sleep(0.02)
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"no checkpoint within {timeout} s\n{log.read_text()[-2000:]}")
+
+
+def rerun(argv: list[str]) -> str:
+    """Run ``geolens argv`` to the end; returns its stderr (fails on a non-zero exit)."""
+    out = subprocess.run([sys.executable, "-m", "engine", *argv], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stderr
+
+
+# ---- train-sae -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_cache(cache_root, tiny_weights):
+    from engine.datasets.sources import resolve
+    from engine.encoders import Encoder, ModelSpec
+    from engine.precompute import precompute
+
+    return precompute(resolve("shapes", n=64, seed=4), Encoder(ModelSpec("geolens-tiny", str(tiny_weights[0]))),
+                      batch_size=64).cache
+
+
+SAE_ARGS = ["--atoms", "64", "--k", "4", "--batch-pairs", "16", "--epochs", "1", "--min-steps", "1200", "--beta", "4e-4"]
+
+
+def test_train_sae_resumes_after_kill(tiny_cache, tmp_path):
+    from safetensors.torch import load_file
+
+    from engine.sae.pipeline import CHECKPOINT, WEIGHTS, default_config, sae_dir, train_on_cache
+
+    argv = ["train-sae", "--cache", tiny_cache.name, "--name", "killed", *SAE_ARGS]
+    folder = sae_dir(tiny_cache, "killed")
+    kill_when(argv, lambda log: (folder / CHECKPOINT).exists(), tmp_path / "kill.log")
+    assert not (folder / WEIGHTS).exists()
+    err = rerun(argv)
+    m = re.search(r"train-sae: resuming at step (\d+) of 1200", err)
+    assert m and int(m.group(1)) > 0 and int(m.group(1)) % 200 == 0, err[-2000:]
+    assert not (folder / CHECKPOINT).exists()
+    cfg = default_config(tiny_cache, atoms=64, k=4, batch_pairs=16, epochs=1, min_steps=1200, beta=4e-4)
+    train_on_cache(tiny_cache, cfg, name="uninterrupted", show_bar=False)
+    a, b = load_file(str(folder / WEIGHTS)), load_file(str(sae_dir(tiny_cache, "uninterrupted") / WEIGHTS))
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), atol=1e-5, err_msg=k)
