@@ -51,6 +51,8 @@ class Classifier:
     """CRAFT crop size p in pixels when the config leaves it at 0."""
     default_images: str = ""
     """Name of a built-in image set ('' = the user gives a folder)."""
+    spectrum: str = "natural-photos"
+    """Amplitude spectrum of the model's image domain for MACO images (``maco.SPECTRA``)."""
 
     def g(self, x: torch.Tensor) -> torch.Tensor:
         """(B, c, S, S) → (B, C) non-negative activations."""
@@ -108,7 +110,7 @@ def fmnist_cnn(pretrained: bool = True, progress=None, train=None) -> Classifier
         name="fmnist-cnn", model=model, features=model.features, head=model.fc,
         class_names=list(fmnist.CLASS_NAMES), input_size=28, channels=1,
         normalize=_affine((fmnist.MEAN,), (fmnist.STD,)), weights_id=_state_hash(model),
-        default_patch=10, default_images="fashion-mnist-test",
+        default_patch=10, default_images="fashion-mnist-test", spectrum="fashion-mnist",
     )
 
 
