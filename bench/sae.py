@@ -1,17 +1,26 @@
 """Benchmark: our Matching-Pursuit SAE vs the MpSAE of the `overcomplete` library (PyPI).
 
     .venv/bin/python bench/sae.py [--cache NAME] [--atoms 512] [--k 20] [--steps 300] [--batch-pairs 512]
+    .venv/bin/python bench/sae.py --d 512 --atoms 4096 --k 32 --n 4096 --steps 8 --ev-rows 2048   # real scale
 
 Same embeddings (the cache's pairs, or synthetic pairs from engine.sae.synthetic when no cache is
 given), same initial atoms, same loop (stacked [images; texts] batches, MSE, Adam lr 5e-4 one-cycle,
 grad-clip 1.0, β = 0 since overcomplete has no alignment term), same thread count. Reports
 training throughput (pairs/s) and final explained variance (vs the mean) of each, and the ratio.
 Also times our full ``train_loop`` with the alignment term (β > 0) for reference.
+
+Peak memory: the process's resident set is sampled every 5 ms while each model's steps run
+(``peak_rss_gb``: the largest resident set seen, data and the other model included) and, per model,
+the growth over the resident set at the start of its blocks (``peak_extra_gb``); on CUDA the
+allocator's peak per model. ``--ev-rows`` measures explained variance on a fixed seeded sample of
+rows (overcomplete's encoder is O(k·n·m·d), so encoding every row at d = 512 takes minutes).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import resource
+import threading
 import time
 from pathlib import Path
 
@@ -27,13 +36,14 @@ if not hasattr(matplotlib.cm, "get_cmap"):
     matplotlib.cm.get_cmap = plt.get_cmap
 from overcomplete.sae import MpSAE  # noqa: E402
 
+from engine.device import pick_device  # noqa: E402
 from engine.sae.config import SAEConfig  # noqa: E402
 from engine.sae.learners import MPSAE  # noqa: E402
 from engine.sae.metrics import explained_variance  # noqa: E402
 from engine.sae.train import epoch_order, train_loop  # noqa: E402
 
 
-def load_pairs(cache: str | None, n: int) -> tuple[np.ndarray, np.ndarray, str]:
+def load_pairs(cache: str | None, n: int, d: int = 64) -> tuple[np.ndarray, np.ndarray, str]:
     if cache:
         from engine.embcache import open_cache
 
@@ -42,8 +52,41 @@ def load_pairs(cache: str | None, n: int) -> tuple[np.ndarray, np.ndarray, str]:
         return img, txt, c.name
     from engine.sae.synthetic import SyntheticConfig, generate
 
-    data = generate(SyntheticConfig(n_pairs=n))
-    return data.img, data.txt, f"synthetic n={n} d=64"
+    shared = 32 if d <= 64 else d // 2  # more concepts than the d = 64 toy at CLIP widths
+    data = generate(SyntheticConfig(n_pairs=n, d=d, n_shared=shared))
+    return data.img, data.txt, f"synthetic n={n} d={d} shared concepts={shared}"
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class MemorySampler:
+    """Samples the resident set every 5 ms; ``peak[name]`` is the largest seen while ``active == name``."""
+
+    def __init__(self):
+        self.active, self.peak, self.base = None, {}, {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.wait(0.005):
+            name = self.active
+            if name is not None:
+                self.peak[name] = max(self.peak.get(name, 0), _rss_bytes())
+
+    def enter(self, name: str) -> None:
+        self.base.setdefault(name, _rss_bytes())
+        self.active = name
+
+    def leave(self) -> None:
+        self.active = None
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 class Runner:
@@ -51,6 +94,7 @@ class Runner:
 
     def __init__(self, forward, params, img, txt, total, batch_pairs, lr=5e-4):
         self.forward, self.params, self.img, self.txt = forward, params, img, txt
+        self.device = img.device
         self.opt = torch.optim.Adam(params, lr=lr)
         self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=lr, total_steps=total)
         self.batch_pairs, self.per_epoch, self.step = batch_pairs, max(1, img.shape[0] // batch_pairs), 0
@@ -59,7 +103,7 @@ class Runner:
         t0 = time.perf_counter()
         for _ in range(n):
             epoch, b = divmod(self.step, self.per_epoch)
-            idx = epoch_order(self.img.shape[0], 0, epoch)[b * self.batch_pairs:(b + 1) * self.batch_pairs]
+            idx = epoch_order(self.img.shape[0], 0, epoch)[b * self.batch_pairs:(b + 1) * self.batch_pairs].to(self.device)
             x = torch.cat([self.img[idx], self.txt[idx]])
             loss = (x - self.forward(x)).pow(2).mean()
             self.opt.zero_grad(set_to_none=True)
@@ -68,6 +112,8 @@ class Runner:
             self.opt.step()
             self.sched.step()
             self.step += 1
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
         return time.perf_counter() - t0
 
 
@@ -75,50 +121,80 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cache", default=None)
     ap.add_argument("--n", type=int, default=8000, help="synthetic pairs when no --cache")
+    ap.add_argument("--d", type=int, default=64, help="synthetic embedding width when no --cache")
     ap.add_argument("--atoms", type=int, default=512)
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch-pairs", type=int, default=512)
+    ap.add_argument("--ev-rows", type=int, default=0, help="explained variance on this many sampled rows (0: all)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads for both (default 1)")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    ap.add_argument("--aligned-steps", type=int, default=None, help="steps of the β > 0 train_loop run (default --steps)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    img_np, txt_np, source = load_pairs(args.cache, args.n)
-    img, txt = torch.tensor(img_np), torch.tensor(txt_np)
+    dev = pick_device(args.device)
+    img_np, txt_np, source = load_pairs(args.cache, args.n, args.d)
+    img, txt = torch.tensor(img_np, device=dev), torch.tensor(txt_np, device=dev)
     d = img.shape[1]
     x_all = np.concatenate([img_np, txt_np])
+    if args.ev_rows and args.ev_rows < len(x_all):
+        x_all = x_all[np.sort(np.random.default_rng(0).choice(len(x_all), args.ev_rows, replace=False))]
     print(f"data: {source}, {len(img_np)} pairs, d={d}; atoms={args.atoms}, k={args.k}, steps={args.steps}, "
-          f"batch={args.batch_pairs} pairs, threads={torch.get_num_threads()}, device=cpu")
+          f"batch={args.batch_pairs} pairs, threads={torch.get_num_threads()}, device={dev}; EV on {len(x_all)} rows",
+          flush=True)
 
     ours = MPSAE(d, args.atoms, args.k)
-    ours.init_from_data(torch.cat([img, txt]), torch.Generator().manual_seed(0))
+    ours.init_from_data(torch.cat([img, txt]).cpu(), torch.Generator().manual_seed(0))
     init = ours.dictionary().detach().clone()
-    theirs = MpSAE(d, args.atoms, k=args.k, dictionary_params={"initializer": init.clone().numpy()})
+    theirs = MpSAE(d, args.atoms, k=args.k, dictionary_params={"initializer": init.clone().numpy()}, device=str(dev))
+    ours.to(dev)
+    theirs.to(dev)
     theirs.train()
 
     models = {"geolens": (ours, lambda x: ours(x)[1]), "overcomplete": (theirs, lambda x: theirs(x)[2])}
     runners = {name: Runner(fwd, [p for p in m.parameters() if p.requires_grad], img, txt, args.steps, args.batch_pairs)
                for name, (m, fwd) in models.items()}
     secs = dict.fromkeys(models, 0.0)
-    block = 10  # alternate blocks of steps so both see the same machine load (shared CPUs drift)
+    mem, gpu_peak = MemorySampler(), dict.fromkeys(models, 0)
+    block = 10 if args.steps >= 20 else 1  # alternate blocks of steps so both see the same machine load (shared CPUs drift)
     for start in range(0, args.steps, block):
         for name, r in runners.items():
+            mem.enter(name)
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
             secs[name] += r.steps(min(block, args.steps - start))
+            if dev.type == "cuda":
+                gpu_peak[name] = max(gpu_peak[name], torch.cuda.max_memory_allocated())
+            mem.leave()
+        print(f"  step {min(start + block, args.steps)}/{args.steps}: "
+              + ", ".join(f"{n} {s:.1f} s" for n, s in secs.items()), flush=True)
+    mem.stop()
     res = {}
     for name, (model, fwd) in models.items():
         model.eval()
         with torch.no_grad():
-            x_hat = torch.cat([fwd(torch.tensor(x_all[i:i + 4096])) for i in range(0, len(x_all), 4096)]).numpy()
+            x_hat = torch.cat([fwd(torch.tensor(x_all[i:i + 1024], device=dev)).cpu()
+                               for i in range(0, len(x_all), 1024)]).numpy()
         pairs = args.steps * min(args.batch_pairs, len(img_np))
-        res[name] = {"pairs_per_s": pairs / secs[name], "ev": explained_variance(x_all, x_hat)}
-        print(f"{name:>13}: {res[name]['pairs_per_s']:9.0f} pairs/s  EV={res[name]['ev']:.4f}  ({secs[name]:.1f} s)")
+        res[name] = {"pairs_per_s": pairs / secs[name], "ev": explained_variance(x_all, x_hat),
+                     "peak_rss_gb": mem.peak.get(name, 0) / 2**30,
+                     "peak_extra_gb": (mem.peak.get(name, 0) - mem.base.get(name, 0)) / 2**30,
+                     "cuda_peak_gb": gpu_peak[name] / 2**30}
+        r = res[name]
+        print(f"{name:>13}: {r['pairs_per_s']:9.1f} pairs/s  EV={r['ev']:.4f}  ({secs[name]:.1f} s)  "
+              f"peak RSS {r['peak_rss_gb']:.2f} GB (+{r['peak_extra_gb']:.2f} GB over its start)"
+              + (f", CUDA peak {r['cuda_peak_gb']:.2f} GB" if dev.type == "cuda" else ""), flush=True)
     ratio = res["geolens"]["pairs_per_s"] / res["overcomplete"]["pairs_per_s"]
     print(f"speed ratio geolens/overcomplete = {ratio:.2f}x; "
-          f"EV difference geolens - overcomplete = {res['geolens']['ev'] - res['overcomplete']['ev']:+.4f}")
+          f"EV difference geolens - overcomplete = {res['geolens']['ev'] - res['overcomplete']['ev']:+.4f}; "
+          f"process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB", flush=True)
 
-    cfg = SAEConfig(atoms=args.atoms, k=args.k, beta=4e-4, min_steps=args.steps, epochs=1, batch_pairs=args.batch_pairs)
-    aligned = MPSAE(d, args.atoms, args.k)
-    summary = train_loop(aligned, img, txt, cfg, device="cpu", show_bar=False)
-    print(f"geolens train_loop with alignment (β=4e-4): {summary['pairs_per_s']:.0f} pairs/s over {summary['steps']} steps")
+    steps = args.aligned_steps if args.aligned_steps is not None else args.steps
+    if steps:
+        cfg = SAEConfig(atoms=args.atoms, k=args.k, beta=4e-4, min_steps=steps, epochs=1, batch_pairs=args.batch_pairs)
+        aligned = MPSAE(d, args.atoms, args.k)
+        summary = train_loop(aligned, img, txt, cfg, device=dev, show_bar=False)
+        print(f"geolens train_loop with alignment (β=4e-4): {summary['pairs_per_s']:.1f} pairs/s over {summary['steps']} steps")
 
 
 if __name__ == "__main__":

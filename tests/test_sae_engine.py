@@ -157,8 +157,8 @@ def test_resume_from_checkpoint_equals_uninterrupted(tmp_path):
     class Stop(Exception):
         pass
 
-    def stop_at_25(step, total, parts):
-        if step == 25:
+    def stop_at_25(p):  # engine.core.progress.Progress snapshots, one per step
+        if p.done == 25:
             raise Stop
 
     ckpt = tmp_path / "checkpoint.pt"

@@ -35,10 +35,15 @@ class SAEConfig(Config):
     """archetypal only: k-means centroids C (0 = as many as atoms, capped by the data)"""
     checkpoint_every: int = 200
     """steps between resumable checkpoints"""
+    stream_block: int = 8192
+    """pairs per block of the batch order (blocks are shuffled, then rows within ``stream_window``
+    blocks); a cache is streamed a block at a time (``engine.sae.stream``)"""
+    stream_window: int = 8
+    """blocks whose rows are shuffled together (caches up to block × window pairs: one full permutation)"""
 
     def validate(self) -> None:
         check_choice("arch", self.arch, LEARNER_NAMES)
-        for name in ("atoms", "k", "epochs", "batch_pairs", "checkpoint_every"):
+        for name in ("atoms", "k", "epochs", "batch_pairs", "checkpoint_every", "stream_block", "stream_window"):
             check_positive(name, getattr(self, name))
         check_positive("min_steps", self.min_steps, allow_zero=True)
         check_positive("lr", self.lr)

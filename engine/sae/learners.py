@@ -72,25 +72,55 @@ def _random_atoms(x: torch.Tensor, atoms: int, generator: torch.Generator) -> to
     return _unit_rows(x.detach().cpu()[idx] + noise)
 
 
+@torch.no_grad()
+def mp_select(x: torch.Tensor, D: torch.Tensor, k: int, gram: torch.Tensor | None = None) -> torch.Tensor:
+    """The atoms k greedy Matching-Pursuit steps pick for x (n, d) on unit-norm atoms D (m, d): (n, k).
+
+    r ← x; repeat k times: s = r Dᵀ, j = argmax s, r ← r − s_j D_j. Run on correlations:
+    s ← s − s_j G_j with the Gram matrix G = D Dᵀ (m, m), which equals (r − s_j D_j) Dᵀ exactly and
+    costs O(n m) per step instead of O(n m d); s is updated in place and the rows G_j are gathered
+    into one reused buffer, so a step allocates nothing of size n × m. No autograd (selection is
+    piecewise constant); ``mp_values`` gives the differentiable values.
+    """
+    D = D.detach()
+    s = x.detach() @ D.T  # (n, m)
+    G = D @ D.T if gram is None else gram  # (m, m)
+    rows = torch.empty(s.shape, dtype=s.dtype, device=s.device)  # G[j] buffer
+    idx = torch.empty(x.shape[0], k, dtype=torch.long, device=x.device)
+    for t in range(k):
+        j = s.argmax(dim=1)  # (n,)
+        idx[:, t] = j
+        if t + 1 < k:
+            v = s.gather(1, j[:, None])  # (n, 1)
+            torch.index_select(G, 0, j, out=rows)
+            s.addcmul_(rows, v, value=-1.0)
+    return idx
+
+
+def mp_values(x: torch.Tensor, D: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Matching-Pursuit values of the picks ``idx`` (n, k), differentiable in x and D.
+
+    Step t's value is v_t = ⟨r_{t−1}, D_{j_t}⟩ = ⟨x, D_{j_t}⟩ − Σ_{s<t} v_s ⟨D_{j_s}, D_{j_t}⟩, i.e. the
+    unit lower-triangular system (I + L) v = c with c_t = ⟨x, D_{j_t}⟩ and L_{ts} = G_{j_t j_s} (s < t):
+    one batched triangular solve on (n, k, k) instead of k steps of (n, m) work in the autograd graph.
+    Returns (values (n, k), the picked atoms D[idx] (n, k, d)) so a caller can decode x̂ = Σ_t v_t D_{j_t}.
+    """
+    DJ = D[idx]  # (n, k, d)
+    c = torch.bmm(DJ, x.unsqueeze(2))  # (n, k, 1)
+    L = torch.bmm(DJ, DJ.transpose(1, 2))  # (n, k, k): G restricted to the picks
+    v = torch.linalg.solve_triangular(L, c, upper=False, unitriangular=True)  # diagonal taken as 1
+    return v.squeeze(2), DJ
+
+
 def matching_pursuit(x: torch.Tensor, D: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """k greedy Matching-Pursuit steps of x (n, d) on unit-norm atoms D (m, d).
 
     r ← x; repeat k times: s = r Dᵀ, j = argmax s, z_j += s_j, r ← r − s_j D_j.
-    Implemented on correlations: s ← s − s_j G_j with the Gram matrix G = D Dᵀ (m, m),
-    which equals (r − s_j D_j) Dᵀ exactly and costs O(n m) per step instead of O(n m d).
+    Picks by ``mp_select`` (Gram matrix, no autograd), values by ``mp_values`` (differentiable).
     Returns (indices (n, k), values (n, k)); an atom may be picked more than once.
     """
-    s = x @ D.T  # (n, m)
-    G = D @ D.T  # (m, m)
-    rows = torch.arange(x.shape[0], device=x.device)
-    idx, val = [], []
-    for _ in range(k):
-        j = s.detach().argmax(dim=1)  # (n,)
-        v = s[rows, j]  # (n,)
-        s = s - v[:, None] * G[j]  # (n, m)
-        idx.append(j)
-        val.append(v)
-    return torch.stack(idx, 1), torch.stack(val, 1)
+    idx = mp_select(x, D, k)
+    return idx, mp_values(x, D, idx)[0]
 
 
 def scatter_codes(idx: torch.Tensor, val: torch.Tensor, atoms: int) -> torch.Tensor:
@@ -117,6 +147,18 @@ class MPSAE(DictionaryLearner):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         idx, val = matching_pursuit(x, self.dictionary(), self.k)
         return scatter_codes(idx, val, self.atoms)
+
+    def sparse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(indices (n, k), values (n, k), x̂ (n, d)): the code in its sparse form and the
+        reconstruction Σ_t v_t D_{j_t}, O(n k d) instead of the dense z D's O(n m d)."""
+        D = self.dictionary()
+        idx = mp_select(x, D, self.k)
+        val, DJ = mp_values(x, D, idx)
+        return idx, val, torch.bmm(val.unsqueeze(1), DJ).squeeze(1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        idx, val, x_hat = self.sparse(x)
+        return scatter_codes(idx, val, self.atoms), x_hat
 
     def init_from_data(self, x: torch.Tensor, generator: torch.Generator) -> None:
         with torch.no_grad():

@@ -2,26 +2,30 @@
 
 Each batch stacks ``batch_pairs`` image–text pairs as X = [X_img; X_txt]; the loss is
 MSE + β · L_align (``engine.sae.losses``); Adam with a one-cycle schedule, gradient clipping.
-Batch order is a function of (seed, epoch) only, so a run resumed from a checkpoint takes
-exactly the steps the uninterrupted run would have taken.
+Batches come from a ``PairSource`` (``engine.sae.stream``): arrays in memory, or a cache streamed
+block by block with memory O(block). Batch order is a function of (seed, epoch, block, window)
+only, the same for every source, so a run resumed from a checkpoint takes exactly the steps the
+uninterrupted run would have taken, and streamed training equals in-memory training.
 """
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
-from tqdm import tqdm
 
+from engine.core.progress import ProgressFn, Tracker
 from engine.device import pick_device, seed_everything
 from engine.sae.config import SAEConfig
 from engine.sae.learners import DictionaryLearner
 from engine.sae.losses import sae_loss
+from engine.sae.stream import ArraySource, PairSource, epoch_batches, epoch_order, init_sample
 
-Progress = Callable[[int, int, dict], None]
+__all__ = ["train_loop", "train_source", "epoch_order", "cpu_threads", "make_optim"]
 
 
 @contextlib.contextmanager
@@ -37,11 +41,6 @@ def cpu_threads(device: torch.device, model: DictionaryLearner) -> Iterator[None
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The permutation of the n pairs used in ``epoch``, (n,)."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
 def _save_checkpoint(path: Path, model, opt, sched, step: int, history: list) -> None:
@@ -65,27 +64,34 @@ def make_optim(model: DictionaryLearner, cfg: SAEConfig, total: int):
 
 
 def train_loop(model: DictionaryLearner, img, txt, cfg: SAEConfig, checkpoint: Path | None = None,
-               progress: Progress | None = None, device: str | torch.device | None = None,
+               progress: ProgressFn | None = None, device: str | torch.device | None = None,
                show_bar: bool = True) -> dict:
-    """Train ``model`` on aligned pairs img (n, d), txt (n, d); returns a summary with the loss history.
+    """Train ``model`` on aligned pairs img (n, d), txt (n, d) held in memory; see ``train_source``."""
+    device = pick_device(device) if not isinstance(device, torch.device) else device
+    return train_source(model, ArraySource(img, txt).to(device), cfg, checkpoint, progress, device, show_bar)
+
+
+def train_source(model: DictionaryLearner, source: PairSource, cfg: SAEConfig, checkpoint: Path | None = None,
+                 progress: ProgressFn | None = None, device: str | torch.device | None = None,
+                 show_bar: bool = True, max_steps: int | None = None) -> dict:
+    """Train ``model`` on the pairs of ``source``; returns a summary with the loss history.
 
     If ``checkpoint`` exists the run resumes from it; it is rewritten every
     ``cfg.checkpoint_every`` steps and left in place at the end (the caller removes it).
+    ``progress`` receives ``engine.core.progress.Progress`` snapshots (else a tqdm bar unless
+    ``show_bar`` is False). ``max_steps`` stops early (benchmarks time one epoch with it).
     """
     device = pick_device(device) if not isinstance(device, torch.device) else device
     with cpu_threads(device, model):
-        return _train_loop(model, img, txt, cfg, checkpoint, progress, device, show_bar)
+        return _train(model, source, cfg, checkpoint, progress, device, show_bar, max_steps)
 
 
-def _train_loop(model: DictionaryLearner, img, txt, cfg: SAEConfig, checkpoint: Path | None,
-                progress: Progress | None, device: torch.device, show_bar: bool) -> dict:
+def _train(model: DictionaryLearner, source: PairSource, cfg: SAEConfig, checkpoint: Path | None,
+           progress: ProgressFn | None, device: torch.device, show_bar: bool, max_steps: int | None) -> dict:
     gen = seed_everything(cfg.seed)
-    img = torch.as_tensor(img, dtype=torch.float32, device=device)
-    txt = torch.as_tensor(txt, dtype=torch.float32, device=device)
-    if img.shape != txt.shape:
-        raise ValueError(f"images {tuple(img.shape)} and texts {tuple(txt.shape)} must be aligned pairs")
-    n = img.shape[0]
+    n = source.n
     per_epoch, total = cfg.schedule(n)
+    stop = total if max_steps is None else min(total, max_steps)
     model.to(device).train()
     start, history = 0, []  # history rows: (step, loss, mse, align)
     if checkpoint is not None and Path(checkpoint).exists():
@@ -96,34 +102,46 @@ def _train_loop(model: DictionaryLearner, img, txt, cfg: SAEConfig, checkpoint: 
         sched.load_state_dict(state["sched"])
         start, history = int(state["step"]), state["history"].tolist()
     else:
-        model.init_from_data(torch.cat([img, txt]), gen)
+        x0, rows = init_sample(source, gen)
+        model.init_from_data(x0.to(device), gen)
+        if hasattr(model, "anchor_rows"):  # archetypal: centroid anchors are rows of the sample -> rows of X
+            model.anchor_rows = rows.to(model.anchor_rows.device)[model.anchor_rows]
+        del x0
         opt, sched = make_optim(model, cfg, total)
     t0 = time.perf_counter()
-    bar = tqdm(total=total, initial=start, desc=f"train-sae {cfg.arch}", unit="step", disable=not show_bar)
+    sink = progress if progress is not None else (None if show_bar else (lambda p: None))
+    track = Tracker(total=stop, unit="step", stage=f"train-sae {cfg.arch}", sink=sink, start=start, min_interval=0)
     parts: dict = {}
-    for step in range(start, total):
-        epoch, b = divmod(step, per_epoch)
-        idx = epoch_order(n, cfg.seed, epoch)[b * cfg.batch_pairs:(b + 1) * cfg.batch_pairs].to(device)
-        x = torch.cat([img[idx], txt[idx]])  # (2B, d): images then their captions
-        z, x_hat = model(x)
-        loss, parts = sae_loss(x, x_hat, z, cfg.beta)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(opt.param_groups[0]["params"], cfg.grad_clip)
-        opt.step()
-        sched.step()
-        model.after_step()
-        if step % 10 == 0 or step == total - 1:
-            history.append((step, float(loss.detach()), parts["mse"], parts.get("align", 0.0)))
-            bar.set_postfix(mse=f"{parts['mse']:.2e}", **({"align": f"{parts['align']:.3f}"} if "align" in parts else {}))
-        bar.update(1)
-        if progress is not None:
-            progress(step + 1, total, parts)
-        if checkpoint is not None and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < total:
-            _save_checkpoint(Path(checkpoint), model, opt, sched, step + 1, history)
-    bar.close()
+    step = start
+    try:
+        for epoch in range(start // per_epoch, math.ceil(stop / per_epoch)):
+            for b, rows in enumerate(epoch_batches(n, cfg.batch_pairs, cfg.seed, epoch, cfg.stream_block, cfg.stream_window)):
+                if epoch * per_epoch + b < start:
+                    continue  # resumed: already taken before the checkpoint (no data read)
+                if step >= stop:
+                    break
+                img, txt = source.fetch(rows)
+                x = torch.cat([img, txt]).to(device, non_blocking=True)  # (2B, d): images then their captions
+                z, x_hat = model(x)
+                loss, parts = sae_loss(x, x_hat, z, cfg.beta)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(opt.param_groups[0]["params"], cfg.grad_clip)
+                opt.step()
+                sched.step()
+                model.after_step()
+                if step % 10 == 0 or step == total - 1:
+                    history.append((step, float(loss.detach()), parts["mse"], parts.get("align", 0.0)))
+                step += 1
+                track.update(step)
+                if checkpoint is not None and step % cfg.checkpoint_every == 0 and step < total:
+                    _save_checkpoint(Path(checkpoint), model, opt, sched, step, history)
+    finally:
+        track.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    done = total - start
+    done = step - start
     model.eval()
     return {"steps": total, "steps_run": done, "steps_per_epoch": per_epoch, "seconds": round(seconds, 3),
             "pairs_per_s": round(done * min(cfg.batch_pairs, n) / seconds, 1) if seconds > 0 else None,
