@@ -23,10 +23,11 @@ def _scale(path) -> float:
     return float(load_file(str(path))["logit_scale"].exp())
 
 
-def test_recipes_differ_only_in_temperature_and_key():
+def test_recipes_and_their_keys():
     gap, old = RECIPES.get("gap"), RECIPES.get("learnable-temp")
     assert gap.temperature == 0.01 and old.temperature is None
-    assert {k for k in gap.to_dict() if gap.to_dict()[k] != old.to_dict()[k]} == {"temperature"}
+    assert {k for k in gap.to_dict() if gap.to_dict()[k] != old.to_dict()[k]} == {"temperature", "steps"}
+    assert old.steps == 1500 and gap == TrainConfig()  # the old recipe as it was; the default is "gap"
     assert gap.key() != old.key()  # the temperature is part of the key
     assert asset_name(gap) == "geolens-tiny" and asset_name(old) == "geolens-tiny-learnable-temp"
     assert recipe("gap", steps=7).steps == 7 and recipe("gap", steps=7).temperature == 0.01
