@@ -107,6 +107,10 @@ def _precompute(args) -> int:
     else:
         counts = np.bincount(pred, minlength=len(clf.class_names))
         classes = [c for c, n in zip(clf.class_names, counts) if n >= args.min_class_images]
+    cached = [] if args.force else [c for c in classes if precompute.cache_path(_config(args, c), clf, data).exists()]
+    if cached:  # one cache per class: a killed run keeps the classes it finished
+        tqdm.write(f"precompute-concepts: resuming: {len(cached)} of {len(classes)} classes already cached "
+                   f"({', '.join(cached)}); computing the other {len(classes) - len(cached)}", file=sys.stderr)
     for name in tqdm(classes, desc="classes", file=sys.stderr, unit="class"):
         t0 = time.perf_counter()
         bar, cb = _tqdm_progress(f"  {name}")
