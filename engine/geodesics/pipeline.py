@@ -104,6 +104,12 @@ def precompute(cfg: RunConfig, progress: Progress | None = None, force: bool = F
                 store.insert_rows(con, "meta", {"key": list(meta), "value": list(meta.values())})
                 _write_pairs(con, pairs)
             solved = _done_metrics(con)
+            if solved:  # a killed run's finished metrics are kept; say where this run picks up
+                import sys
+
+                done = [m for m in solve_order(cfg) if m in solved]
+                print(f"geodesics: resuming at metric {len(done) + 1} of {len(cfg.metrics)} ({', '.join(done)} already solved)",
+                      file=sys.stderr, flush=True)
             for name in solve_order(cfg):
                 if name in solved:
                     continue
