@@ -54,6 +54,12 @@ def write_builtin_samples(data: omniglot.OmniglotData, specs: list[generators.Mo
     root = store.cache_root() / "dvr" / f"samples-{key}"
     dev = pick_device(device)
     seconds: dict = {}
+    done = [s.label for s in specs if (root / s.slug / samples.MODEL_JSON).exists()]
+    if done:  # a killed build keeps every generator whose samples were written; say where this run picks up
+        import sys
+
+        print(f"dvr-build: resuming at generator {len(done) + 1} of {len(specs)} ({', '.join(done)} already sampled)",
+              file=sys.stderr, flush=True)
     for i, spec in enumerate(specs):
         folder = root / spec.slug
         if (folder / samples.MODEL_JSON).exists():
