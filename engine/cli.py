@@ -58,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         out = args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, RuntimeError, OSError) as exc:  # OSError: unreadable files, permissions, a full disk
+        from engine.paths import disk_full, is_disk_full
+
+        if isinstance(exc, OSError) and is_disk_full(exc):
+            exc = disk_full(exc.filename or "a file", exc)
         print(f"geolens: error: {exc}", file=sys.stderr)
         return 2
     if getattr(args, "_is_report", False):
