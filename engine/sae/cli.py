@@ -46,6 +46,20 @@ def register(commands, reports) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_shapes)
 
+    from engine.commands import ray_args
+
+    sae = commands.add_parser("sae", help="SAE jobs: `geolens sae encode` recomputes codes and atom statistics")
+    sub = sae.add_subparsers(dest="sae_command", required=True, metavar="SUBCOMMAND")
+    p = sub.add_parser("encode", help="a trained SAE's codes and atom statistics over every item of its cache")
+    p.add_argument("--cache", required=True, help="cache name or unique prefix (see `geolens caches`)")
+    p.add_argument("--sae", required=True, help="SAE name (see `geolens saes --cache NAME`)")
+    p.add_argument("--eps", type=float, default=None, help="classify atoms at this ε (default: the stored one)")
+    p.add_argument("--workers", type=int, default=None, help="ray: encoder actors (default 1; one per GPU)")
+    p.add_argument("--batch-size", type=int, default=65536, help="ray: items per shard")
+    p.add_argument("--json", action="store_true")
+    ray_args(p)
+    p.set_defaults(func=_encode)
+
 
 def _print(obj: dict, as_json: bool) -> None:
     if as_json:
@@ -105,6 +119,18 @@ def _sanity(args) -> int:
     res = sanity_check(plan, progress=progress, device=args.device)
     bar.close()
     _print(res, args.json)
+    return 0
+
+
+def _encode(args) -> int:
+    from engine.commands import ray_config
+    from engine.embcache import open_cache
+    from engine.sae.ray_encode import encode_stats
+
+    cfg = ray_config(args) if args.engine == "ray" else None
+    meta = encode_stats(open_cache(args.cache), args.sae, engine=args.engine, cfg=cfg, eps=args.eps)
+    _print({"name": meta["name"], "eps": meta["eps"], "class_counts": meta["class_counts"], "encode": meta["encode"]},
+           args.json)
     return 0
 
 
