@@ -149,3 +149,66 @@ def test_top_k_cosine_and_subsample():
 def test_bad_input_is_named():
     with pytest.raises(ValueError, match="aligned"):
         M.mean_pair_cosine(np.zeros((3, 2)), np.zeros((4, 2)))
+
+
+# ----------------------------------------------------------------------------- torch vs the NumPy reference
+@pytest.fixture(scope="module")
+def pairs():
+    from engine.gap import synthetic
+
+    img, txt, _ = synthetic.random_pairs(700, 12, shift=0.3, noise=3.0, seed=5)
+    return img.astype(np.float64) * 1.7, txt  # un-normalised images: every metric must normalise
+
+
+def test_torch_metrics_equal_the_numpy_reference(pairs):
+    from engine.gap import reference as R
+
+    img, txt = pairs
+    assert M.centroid_distance(img, txt) == pytest.approx(R.centroid_distance(img, txt), rel=1e-12)
+    np.testing.assert_allclose(M.gap_direction(img, txt), R.gap_direction(img, txt), rtol=1e-12)
+    u = R.gap_direction(img, txt)
+    np.testing.assert_allclose(M.gap_projection(txt, u), R.gap_projection(txt, u), rtol=1e-12, atol=1e-15)
+    assert M.mean_pair_cosine(img, txt) == pytest.approx(R.mean_pair_cosine(img, txt), rel=1e-12)
+    for x in (img, txt):
+        assert M.mean_intra_cosine(x) == pytest.approx(R.mean_intra_cosine(x), rel=1e-10)
+    assert M.wasserstein(img, txt, max_n=120, seed=2).value == pytest.approx(R.wasserstein(img, txt, 120, 2).value, rel=1e-12)
+    truth = np.arange(len(img))
+    for a, b in zip(M.rank_counts(img, txt, truth, chunk=97), R.rank_counts(img, txt, truth)):
+        np.testing.assert_array_equal(a, b)
+    for ours, ref in ((M.recall_full(img, txt), R.recall_full(img, txt)),
+                      (M.recall_batched(img, txt, batch=64, seed=3), R.recall_batched(img, txt, batch=64, seed=3))):
+        for direction in ("image_to_text", "text_to_image", "mean"):
+            assert ours[direction] == pytest.approx(ref[direction], abs=1e-12)
+    idx, cos = M.top_k_cosine(img[3], txt, k=7)
+    ridx, rcos = R.top_k_cosine(img[3], txt, k=7)
+    np.testing.assert_array_equal(idx, ridx)
+    np.testing.assert_allclose(cos, rcos, rtol=1e-12)
+    # the float32 unit-row gallery gives the same neighbours, and counts items above the partner
+    idx32, cos32, (above, pcos) = M.neighbours(img[3], M.unit_rows(txt), k=7, partner=3)
+    np.testing.assert_array_equal(idx32, ridx)
+    np.testing.assert_allclose(cos32, rcos, atol=1e-6)
+    sims = R.normalise(txt) @ R.normalise(img[3:4])[0]
+    assert above == int(np.sum(sims > sims[3])) and pcos == pytest.approx(sims[3], abs=1e-6)
+
+
+def test_recall_is_exact_up_to_the_limit_and_sampled_beyond(pairs):
+    img, txt = pairs
+    exact = M.recall_full(img, txt, max_exact=700)
+    assert exact["exact"] and exact["queries"] == 700 and exact["interval"] is None
+    assert M.exact_limit(512, "cpu") == M.EXACT_PAIRS["cpu"]
+    assert M.exact_limit(128, "cpu") == int(M.EXACT_PAIRS["cpu"] * 2)  # sqrt(512 / 128)
+    rows = M.query_sample(50_000, 2_000, seed=1)
+    assert len(rows) == M.MIN_QUERIES and np.all(np.diff(rows) > 0)
+    assert len(M.query_sample(10**7, 200_000)) == 4_000  # limit² / n scores, as many as at the limit
+    np.testing.assert_array_equal(M.query_sample(500, 600), np.arange(500))
+
+
+def test_wilson_interval_by_hand():
+    # p = .5, n = 100: centre .5, half-width z·sqrt(.25/100 + z²/40000) / (1 + z²/100)
+    z = M.Z95
+    half = z * math.sqrt(0.25 / 100 + z * z / 40000) / (1 + z * z / 100)
+    assert M.wilson(0.5, 100) == pytest.approx((0.5 - half, 0.5 + half))
+    lo, hi = M.wilson(0.0, 10)  # none of 10: [0, z²/(n + z²)]
+    assert lo == 0.0 and hi == pytest.approx(z * z / (10 + z * z))
+    with pytest.raises(ValueError, match="trial"):
+        M.wilson(0.5, 0)

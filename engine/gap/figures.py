@@ -1,8 +1,10 @@
 """Plotly figures of the modality-gap page: the joint map and the gap-direction histogram.
 
-Every drawn marker carries ``customdata`` = its row in the page's point table, so selection
-events map back to items. Beyond ``max_points`` points the map draws a density heatmap of all
-of them plus a seeded sample, and ``MapInfo`` says how many were drawn.
+Every drawn marker carries ``customdata`` = its row in the page's point table, so clicks map
+back to items. Beyond ``max_points`` points the map draws every point as a density image
+(datashader: counts per pixel, log-shaded) under a seeded WebGL sample, and ``MapInfo`` says how
+many were drawn; box and lasso selections are then resolved on the server over all points
+(``engine.gap.layout.select_box`` / ``select_lasso``), not from the drawn markers.
 """
 from __future__ import annotations
 
@@ -12,10 +14,12 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-MAX_POINTS = 300_000
+MAX_POINTS = 200_000
 """markers drawn one by one up to this many points"""
-SAMPLE = 100_000
+SAMPLE = 50_000
 """markers drawn over the density layer beyond MAX_POINTS"""
+DENSITY_PX = 700
+"""width and height of the density image, in pixels"""
 MAX_SEGMENTS = 20_000
 """pair segments drawn at most (a seeded sample beyond)"""
 MAX_CATEGORIES = 24
@@ -54,11 +58,36 @@ def _hover(table: pd.DataFrame, rows: np.ndarray) -> list[str]:
     return [f"#{i} {m} (pair {p})<br>{t}" for i, m, p, t in zip(sub["id"], sub["modality"], sub["pair_id"], txt)]
 
 
-def _density(xy: np.ndarray, bins: int = 200) -> go.Heatmap:
-    h, xe, ye = np.histogram2d(xy[:, 0], xy[:, 1], bins=bins)
-    z = np.where(h.T > 0, np.log10(h.T + 1), np.nan)
-    return go.Heatmap(x=(xe[:-1] + xe[1:]) / 2, y=(ye[:-1] + ye[1:]) / 2, z=z, colorscale="Greys", showscale=False,
-                      hoverinfo="skip", name="density (all points)", opacity=0.6)
+def extent(xy: np.ndarray, pad: float = 0.02) -> tuple[tuple[float, float], tuple[float, float]]:
+    """((x0, x1), (y0, y1)): the points' bounding box grown by ``pad`` of its size on each side."""
+    lo, hi = np.nanmin(xy, axis=0).astype(np.float64), np.nanmax(xy, axis=0).astype(np.float64)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    lo, hi = lo - pad * span, hi + pad * span
+    return (float(lo[0]), float(hi[0])), (float(lo[1]), float(hi[1]))
+
+
+def density_counts(xy: np.ndarray, px: int = DENSITY_PX, ranges=None):
+    """Points per pixel of a ``px`` × ``px`` grid over ``ranges`` (default ``extent(xy)``).
+
+    Returns (counts (px, px) with row 0 at the bottom y, x range, y range); datashader's
+    ``Canvas.points`` does the binning (numba), so 2M points take about 0.1 s.
+    """
+    import datashader as ds
+
+    xr, yr = ranges or extent(xy)
+    df = pd.DataFrame({"x": np.asarray(xy[:, 0], dtype=np.float32), "y": np.asarray(xy[:, 1], dtype=np.float32)})
+    agg = ds.Canvas(plot_width=px, plot_height=px, x_range=xr, y_range=yr).points(df, "x", "y", agg=ds.count())
+    return agg, xr, yr
+
+
+def _density(xy: np.ndarray, px: int = DENSITY_PX) -> tuple[dict, tuple, tuple]:
+    """A plotly layout image (in data coordinates) of every point, log-shaded greys."""
+    import datashader.transfer_functions as tf
+
+    agg, xr, yr = density_counts(xy, px)
+    img = tf.shade(agg, cmap=["#d9d9d9", "#111111"], how="log", min_alpha=60).to_pil()
+    return dict(source=img, xref="x", yref="y", x=xr[0], y=yr[1], sizex=xr[1] - xr[0], sizey=yr[1] - yr[0],
+                sizing="stretch", layer="below", opacity=0.9, name="density (all points)"), xr, yr
 
 
 def _segments(xy: np.ndarray, table: pd.DataFrame, max_segments: int, seed: int) -> tuple[go.Scattergl | None, int]:
@@ -87,29 +116,34 @@ def joint_map(xy: np.ndarray, table: pd.DataFrame, colour: str = "modality", seg
     density = len(rows) < len(table)
     fig = go.Figure()
     if density:
-        fig.add_trace(_density(xy))
+        image, xr, yr = _density(xy)
+        fig.add_layout_image(image)
+        fig.update_xaxes(range=list(xr))
+        fig.update_yaxes(range=list(yr))
     n_seg = 0
     if segments:
         trace, n_seg = _segments(xy, table, max_segments, seed)
         if trace is not None:
             fig.add_trace(trace)
-    values = table[colour].fillna("(none)").astype(str).to_numpy()
-    symbols = np.array([SYMBOLS.get(m, "circle") for m in table["modality"]])
-    cats = sorted(set(values[rows]))
+    # only the drawn rows are turned into values, symbols and hover text (2M rows would take seconds)
+    values = table[colour].iloc[rows].fillna("(none)").astype(str).to_numpy()
+    symbols = np.where(table["modality"].iloc[rows].to_numpy() == "text", SYMBOLS["text"], SYMBOLS["image"])
+    cats = sorted(set(values))
     size = 5 if len(rows) < 20_000 else 3
     if len(cats) <= MAX_CATEGORIES:
         for k, cat in enumerate(cats):
-            r = rows[values[rows] == cat]
+            sel = values == cat
+            r = rows[sel]
             c = MODALITY_COLOURS.get(cat, PALETTE[k % len(PALETTE)]) if colour == "modality" else PALETTE[k % len(PALETTE)]
             fig.add_trace(go.Scattergl(x=xy[r, 0], y=xy[r, 1], mode="markers", name=cat, customdata=r,
                                        text=_hover(table, r), hovertemplate="%{text}<extra></extra>",
-                                       marker=dict(size=size, color=c, symbol=symbols[r], opacity=0.75)))
+                                       marker=dict(size=size, color=c, symbol=symbols[sel], opacity=0.75)))
     else:
         codes = pd.Categorical(values).codes
         fig.add_trace(go.Scattergl(x=xy[rows, 0], y=xy[rows, 1], mode="markers", name=colour, customdata=rows,
-                                   text=[f"{h}<br>{colour}: {v}" for h, v in zip(_hover(table, rows), values[rows])],
+                                   text=[f"{h}<br>{colour}: {v}" for h, v in zip(_hover(table, rows), values)],
                                    hovertemplate="%{text}<extra></extra>",
-                                   marker=dict(size=size, color=codes[rows], colorscale="Turbo", symbol=symbols[rows],
+                                   marker=dict(size=size, color=codes, colorscale="Turbo", symbol=symbols,
                                                opacity=0.75, colorbar=dict(title=colour))))
     if highlight:
         h = np.asarray(highlight)
@@ -121,8 +155,21 @@ def joint_map(xy: np.ndarray, table: pd.DataFrame, colour: str = "modality", seg
     return fig, MapInfo(len(table), len(rows), density, n_seg, len(table) // 2)
 
 
+def with_highlight(fig: go.Figure, xy: np.ndarray, rows: list[int]) -> go.Figure:
+    """A copy of ``fig`` (left untouched, so it can be cached) with rings on ``rows`` (the clicked
+    item and its partner). The copy shares the big traces' arrays: only the figure shell is new."""
+    out = go.Figure(layout=fig.layout)
+    out.add_traces(list(fig.data))
+    h = np.asarray(rows)
+    out.add_trace(go.Scattergl(x=xy[h, 0], y=xy[h, 1], mode="markers", name="selected item & partner",
+                               hoverinfo="skip", marker=dict(size=16, color="rgba(0,0,0,0)",
+                                                             line=dict(width=2.5, color="black"))))
+    return out
+
+
 def gap_histogram(proj_img: np.ndarray, proj_txt: np.ndarray, bins: int = 80) -> go.Figure:
     """Overlaid histograms of the gap-direction coordinate ⟨x, Δ/‖Δ‖⟩ per modality."""
+    proj_img, proj_txt = np.asarray(proj_img), np.asarray(proj_txt)
     lo = float(min(proj_img.min(), proj_txt.min()))
     hi = float(max(proj_img.max(), proj_txt.max()))
     edges = np.linspace(lo, hi if hi > lo else lo + 1e-6, bins + 1)

@@ -1,24 +1,32 @@
-"""Every number the modality-gap page shows for one cache, computed once and kept on disk.
+"""Every number the modality-gap page shows for one cache, computed once by a build and kept on disk.
 
-``gap_numbers(img, txt, cfg)`` is the pure computation on arrays; ``gap_report(cache)`` adds the
-cache's identity and stores the result in ``<artifact_dir>/gap-report-<key>.duckdb``, keyed by
-the cache key, the config and the engine version (W on 10k points takes minutes).
+``gap_numbers(img, txt, cfg)`` is the pure computation on arrays (each part timed);
+``build_report(cache)`` (run by ``geolens gap build``) adds the cache's identity and stores it as
+the artifact ``gap-report/<key>`` beside the cache (``engine.core.artifacts``): ``report.json``
+and ``gap_projection.npy`` (every point's coordinate on the gap direction, images then captions,
+float32, memory-mapped by the page). The key hashes the cache key, the config and the version.
+``find_report`` only reads, so pages can call it; ``gap_report`` reads or builds (the CLI).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
+import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from engine import ENGINE_VERSION, store
-from engine.config import Config, check_positive, stable_hash
+from engine import ENGINE_VERSION
+from engine.config import Config, check_positive
+from engine.core import artifacts
+from engine.core.progress import ProgressFn
 from engine.embcache import image_id, text_id
 from engine.gap import metrics
+
+KIND = "gap-report"
+VERSION = f"{ENGINE_VERSION}/gap-report-2"
+"""bump when the report's numbers or files change: older reports are then rebuilt"""
 
 
 @dataclasses.dataclass
@@ -35,10 +43,14 @@ class GapConfig(Config):
     """recall@k cut-offs"""
     seed: int = 0
     """seed of every subsample, split and shuffle"""
+    full_exact_max: int = 0
+    """largest number of pairs whose full-gallery recall is exact; beyond it a seeded sample of
+    queries is ranked against the whole gallery. 0: the device's limit (``metrics.exact_limit``)"""
 
     def validate(self) -> None:
         for name in ("w_max", "probe_max", "batch"):
             check_positive(name, getattr(self, name))
+        check_positive("full_exact_max", self.full_exact_max, allow_zero=True)
         if not 0 < self.probe_test_fraction < 1:
             raise ValueError(f"probe_test_fraction must be in (0, 1), got {self.probe_test_fraction}")
         if not self.ks or any(int(k) != k or k < 1 for k in self.ks):
@@ -79,57 +91,102 @@ def factor_columns(points: Points) -> list[str]:
     return [c for c in points.table.columns if c not in ("id", "modality", "pair_id", "text")]
 
 
-def gap_numbers(img: np.ndarray, txt: np.ndarray, cfg: GapConfig | None = None) -> dict:
-    """Gap measures, cosines, probe, retrieval and gap-direction summary of aligned pairs."""
+def gap_numbers(img: np.ndarray, txt: np.ndarray, cfg: GapConfig | None = None, device=None,
+                progress: ProgressFn | None = None) -> dict:
+    """Gap measures, cosines, probe, retrieval and gap-direction summary of aligned pairs.
+
+    Each part is timed into ``seconds``; ``progress`` follows the full-gallery recall (the long part).
+    """
     cfg = cfg or GapConfig()
-    w = metrics.wasserstein(img, txt, cfg.w_max, cfg.seed)
-    probe = metrics.probe_accuracy(img, txt, cfg.probe_test_fraction, cfg.probe_max, cfg.seed)
-    u = metrics.gap_direction(img, txt)
-    pi, pt = metrics.gap_projection(img, u), metrics.gap_projection(txt, u)
+    dev = metrics.device_of(device)
+    seconds: dict[str, float] = {}
+
+    def timed(name, fn, *a, **kw):
+        t0 = time.perf_counter()
+        out = fn(*a, **kw)
+        seconds[name] = round(time.perf_counter() - t0, 3)
+        return out
+
+    dim = timed("DiM", metrics.centroid_distance, img, txt, device=dev)
+    w = timed("W", metrics.wasserstein, img, txt, cfg.w_max, cfg.seed, device=dev)
+    probe = timed("probe", metrics.probe_accuracy, img, txt, cfg.probe_test_fraction, cfg.probe_max, cfg.seed)
+    cos = timed("cosines", lambda: {"true_pairs": metrics.mean_pair_cosine(img, txt, device=dev),
+                                    "intra_image": metrics.mean_intra_cosine(img, device=dev),
+                                    "intra_text": metrics.mean_intra_cosine(txt, device=dev)})
+    batched = timed("recall_batched", metrics.recall_batched, img, txt, cfg.ks, cfg.batch, cfg.seed, device=dev)
+    limit = cfg.full_exact_max or metrics.exact_limit(img.shape[1], dev)
+    full = timed("recall_full", metrics.recall_full, img, txt, cfg.ks, limit, cfg.seed, device=dev, progress=progress)
+    full["exact_limit"] = int(limit)
+    u = timed("gap_direction", metrics.gap_direction, img, txt, device=dev)
+    pi, pt = timed("gap_projection", lambda: (metrics.gap_projection(img, u, device=dev),
+                                              metrics.gap_projection(txt, u, device=dev)))
     return {
-        "gap": {"DiM": metrics.centroid_distance(img, txt), "W": w.value,
-                "W_points": [w.n_img, w.n_txt], "W_subsampled": w.subsampled},
-        "cosine": {"true_pairs": metrics.mean_pair_cosine(img, txt),
-                   "intra_image": metrics.mean_intra_cosine(img), "intra_text": metrics.mean_intra_cosine(txt)},
+        "gap": {"DiM": dim, "W": w.value, "W_points": [w.n_img, w.n_txt], "W_subsampled": w.subsampled},
+        "cosine": cos,
         "probe": {"accuracy": probe.accuracy, "n_train": probe.n_train, "n_test": probe.n_test,
                   "subsampled": probe.subsampled},
-        "retrieval": {"batch_size": cfg.batch,
-                      "batched": metrics.recall_batched(img, txt, cfg.ks, cfg.batch, cfg.seed),
-                      "full_gallery": metrics.recall_full(img, txt, cfg.ks)},
+        "retrieval": {"batch_size": cfg.batch, "batched": batched, "full_gallery": full},
         "gap_projection": {"image_mean": float(pi.mean()), "image_std": float(pi.std()),
                            "text_mean": float(pt.mean()), "text_std": float(pt.std())},
+        "device": str(dev), "seconds": seconds,
+        "_projection": (pi, pt),
     }
 
 
-def report_path(cache, cfg: GapConfig) -> Path:
-    key = stable_hash({"cache": cache.manifest["key"], "gap": cfg.to_dict(), "engine": ENGINE_VERSION})
-    return cache.artifact_dir / f"gap-report-{key}{store.SUFFIX}"
+def _key_parts(cache, cfg: GapConfig) -> tuple[dict, list[str]]:
+    return cfg.to_dict(), [str(cache.manifest["key"])]
 
 
-def _read(path: Path) -> dict | None:
-    if not path.exists():
-        return None
-    df = store.query_df(path, "SELECT value FROM report")
-    return json.loads(df["value"].iloc[0]) if len(df) else None
+def find(cache, cfg: GapConfig | None = None) -> artifacts.Artifact | None:
+    """The stored report artifact of ``cache`` for ``cfg``, or None. Never writes."""
+    config, inputs = _key_parts(cache, cfg or GapConfig())
+    return artifacts.find(KIND, artifacts.artifact_key(KIND, config, inputs, VERSION))
 
 
-def gap_report(cache, cfg: GapConfig | None = None, fresh: bool = False, points: Points | None = None) -> dict:
-    """Every number the page shows for an ``EmbCache``: read back if stored, else computed and stored.
+def find_report(cache, cfg: GapConfig | None = None) -> dict | None:
+    """The stored report of ``cache`` (a dict), or None when it has not been built. Never writes."""
+    art = find(cache, cfg)
+    return None if art is None else json.loads(art.file("report.json").read_text())
 
-    ``fresh`` recomputes (and overwrites). ``points`` skips reloading when the caller has them.
+
+def read_projection(art: artifacts.Artifact) -> tuple[np.ndarray, np.ndarray]:
+    """(image (n,), caption (n,)) coordinates on the gap direction, memory-mapped float32."""
+    proj = np.load(art.file("gap_projection.npy"), mmap_mode="r")
+    n = len(proj) // 2
+    return proj[:n], proj[n:]
+
+
+def build_report(cache, cfg: GapConfig | None = None, points: Points | None = None, fresh: bool = False,
+                 device=None, progress: ProgressFn | None = None) -> artifacts.Artifact:
+    """Compute the report of ``cache`` and store it as the artifact ``gap-report/<key>`` (or find it).
+
+    ``fresh`` recomputes a stored report. ``points`` skips reloading when the caller has them.
     """
     cfg = cfg or GapConfig()
-    path = report_path(cache, cfg)
-    if not fresh and (stored := _read(path)) is not None:
-        return stored
+    if not fresh and (art := find(cache, cfg)) is not None:
+        return art
+    config, inputs = _key_parts(cache, cfg)
     t0 = time.perf_counter()
     points = points or load_points(cache)
+    nums = gap_numbers(points.img, points.txt, cfg, device=device, progress=progress)
+    pi, pt = nums.pop("_projection")
     rep = {"cache": cache.name, "n_pairs": int(len(points.pair_ids)), "dim": int(points.img.shape[1]),
-           **gap_numbers(points.img, points.txt, cfg), "config": cfg.to_dict()}
-    rep["config"]["ks"] = list(cfg.ks)
-    seconds = time.perf_counter() - t0
-    with contextlib.suppress(OSError):  # read-only cache folder: still return the numbers
-        with store.writing(path) as con:
-            con.execute("CREATE OR REPLACE TABLE report(value VARCHAR, seconds DOUBLE, engine_version VARCHAR)")
-            con.execute("INSERT INTO report VALUES (?, ?, ?)", [json.dumps(rep), seconds, ENGINE_VERSION])
-    return json.loads(json.dumps(rep))
+           **nums, "config": {**cfg.to_dict(), "ks": list(cfg.ks)}}
+    rep["seconds"]["total"] = round(time.perf_counter() - t0, 3)
+    with artifacts.writing(KIND, config, inputs, VERSION, name=cache.name, resume=False) as w:
+        np.save(w.file("gap_projection.npy"), np.concatenate([pi, pt]).astype(np.float32))
+        tmp = w.file("report.json.tmp")
+        tmp.write_text(json.dumps(rep, default=float))
+        os.replace(tmp, w.file("report.json"))
+        w.meta = {"n_pairs": rep["n_pairs"], "dim": rep["dim"], "seconds": rep["seconds"], "device": rep["device"]}
+    return find(cache, cfg)
+
+
+def gap_report(cache, cfg: GapConfig | None = None, fresh: bool = False, points: Points | None = None,
+               device=None, progress: ProgressFn | None = None) -> dict:
+    """Every number the page shows for an ``EmbCache``: read back if stored, else built and stored.
+
+    For the CLI and builds; pages call ``find_report``, which never writes.
+    """
+    art = build_report(cache, cfg, points, fresh, device, progress)
+    return json.loads(art.file("report.json").read_text())
