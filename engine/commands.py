@@ -203,6 +203,15 @@ def _export(args) -> int:
     assert (ids == items["id"].to_numpy()).all()
     table = pa.table({"id": items["id"], "modality": items["modality"], "pair_id": items["pair_id"],
                       "text": items["text"], "embedding": store.array_to_arrow(emb)})
-    pq.write_table(table, args.out)
+    import os
+    from pathlib import Path
+
+    out = Path(args.out)
+    tmp = out.with_name(f".{out.name}.partial")
+    try:  # atomic: an earlier export stays whole if this one fails half-way
+        pq.write_table(table, tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     print(f"wrote {len(items)} rows to {args.out}")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import re
 
 import duckdb
 import numpy as np
@@ -126,3 +127,30 @@ def test_sae_artifact_write_fails_half_way(sae_cache, monkeypatch, where):
     name2, meta = train_on_cache(sae_cache, cfg, name=name, force=True, show_bar=False)
     assert name2 == name and meta["metrics"] == meta0["metrics"]  # same config, same seed: the same SAE
     assert _digest(folder / WEIGHTS) == before[WEIGHTS]
+
+
+def test_export_fails_half_way(cache_root, encoder, tmp_path, monkeypatch, capsys):
+    import pyarrow.parquet as pq
+
+    from engine import cli
+    from engine.datasets.sources import resolve
+    from engine.precompute import precompute
+
+    cache = precompute(resolve("shapes", n=10, seed=25), encoder, batch_size=10).cache
+    out = tmp_path / "e.parquet"
+    assert cli.main(["export", "--cache", cache.name, "--out", str(out)]) == 0
+    before = _digest(out)
+    real = pq.write_table
+
+    def half(table, where, **kw):
+        real(table.slice(0, 3), where, **kw)
+        raise _enospc(where)
+
+    monkeypatch.setattr(pq, "write_table", half)
+    assert cli.main(["export", "--cache", cache.name, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    err = err[err.index("geolens: error"):].strip()
+    assert "\n" not in err and re.search(r"^geolens: error: no space left on device while writing .*e\.parquet.*; free space and rerun", err), err
+    assert _digest(out) == before and [p.name for p in tmp_path.iterdir()] == ["e.parquet"]
+    monkeypatch.undo()
+    assert cli.main(["export", "--cache", cache.name, "--out", str(out)]) == 0
