@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "engine.atoms.cli",
     "engine.assets_cli",
     "engine.jobs_cli",
+    "engine.method_cli",
 ]
 
 
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_report(result: dict, as_json: bool) -> None:
+def print_report(result: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(result, indent=2, sort_keys=False, default=float))
         return
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"geolens: error: {exc}", file=sys.stderr)
         return 2
     if getattr(args, "_is_report", False):
-        _print_report(out, args.json)
+        print_report(out, args.json)
         return 0
     return int(out or 0)
 

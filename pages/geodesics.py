@@ -51,7 +51,7 @@ def cached_paths(path: str, mtime: float, metric: str, ids: tuple) -> np.ndarray
 
 def run_label(path: Path) -> str:
     cfg = pipeline.run_config(path)
-    return f"{path.name} ({cfg.n_pairs} pairs, {cfg.solver_init} start)"
+    return f"{path.parent.name[:8]} ({cfg.n_pairs} pairs, {cfg.solver_init} start)"
 
 
 def score_table(rep: dict) -> pd.DataFrame:
@@ -152,9 +152,9 @@ def main() -> None:
         else:
             st.info(f"No geodesics computed for {dataset.upper()} yet. {hint}")
         return
-    labels = {p.name: run_label(p) for p in runs}
+    labels = {p.parent.name: run_label(p) for p in runs}   # a run is named by its artifact key
     run = synced_select("Run", list(labels), "geo_run", fmt=labels.get)
-    path = str(next(p for p in runs if p.name == run))
+    path = str(next(p for p in runs if p.parent.name == run))
     mtime = Path(path).stat().st_mtime
     rep = report(path, mtime)
     all_metrics = list(rep["metrics"])

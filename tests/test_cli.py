@@ -17,7 +17,7 @@ def test_build_defaults_stages_are_valid_commands():
 
 def test_geodesics_ebm_flag_picks_the_objective():
     from engine.cli import build_parser
-    from engine.geodesics.cli import _config
+    from engine.geodesics.cli import config_from_args as _config
 
     parser = build_parser()
     assert _config(parser.parse_args(["report", "geodesics", "--dataset", "ucg"])).ebm_objective == "dsm"

@@ -194,3 +194,44 @@ def writing(kind: str, config: Mapping[str, Any], inputs: Sequence[str], version
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(partial, final)
+
+
+WEIGHTS = "weights.safetensors"
+
+
+def save_tensors(path: str | os.PathLike, tensors: Mapping[str, Any]) -> None:
+    """Tensors (a ``state_dict``) to a safetensors file, via a temp file and a rename."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def load_tensors(path: str | os.PathLike) -> dict:
+    """A safetensors file back as a dict of CPU tensors (no pickle involved)."""
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def model_artifact(kind: str, config: Mapping[str, Any], inputs: Sequence[str], version: str,
+                   make, train, *, allow_train: bool = True, name: str | None = None):
+    """Load the trained module ``kind/key`` or train and save it: the one path every trained model takes.
+
+    ``make(meta) -> nn.Module`` builds the empty module from the saved ``meta``; ``train() -> (module,
+    meta)`` trains one. Returns the module in eval mode, or None when missing and ``allow_train`` is False.
+    """
+    found = find(kind, artifact_key(kind, config, inputs, version))
+    if found is not None:
+        model = make(found.meta)
+        model.load_state_dict(load_tensors(found.file(WEIGHTS)))
+        return model.eval()
+    if not allow_train:
+        return None
+    model, meta = train()
+    with writing(kind, config, inputs, version, name=name) as w:
+        save_tensors(w.file(WEIGHTS), model.state_dict())
+        w.meta.update(meta)
+    return model.eval()

@@ -118,3 +118,21 @@ def legacy(progress: ProgressFn | None, unit: str = "it", stage: str = ""):
         state["t"].update(done)
 
     return call
+
+
+def staged(progress: ProgressFn | None, unit: str = "it"):
+    """Adapter for builders that call ``progress(stage, done, total)``: a fresh ``Tracker`` per stage.
+
+    With ``progress`` None the trackers draw tqdm bars, so CLI and jobs share one code path.
+    """
+    state: dict = {}
+
+    def call(stage: str, done, total) -> None:
+        t = state.get("t")
+        if t is None or t.stage != stage or t.total != total:
+            if t is not None:
+                t.close()
+            t = state["t"] = Tracker(total, unit, stage, sink=progress)
+        t.update(done)
+
+    return call

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from engine import ENGINE_VERSION
-from engine.config import Config, check_positive, stable_hash
+from engine.config import Config, check_positive
 from engine.device import pick_device, seed_everything
-from engine.geodesics.ebm import load_weights, model_dir, save_model
+from engine.core import artifacts
 
 
 @dataclasses.dataclass
@@ -96,20 +96,16 @@ AE_REVISION = 2  # 2: cross-entropy training (revision 1, MSE through a sigmoid,
 
 
 def ae_key(data_key: str, cfg: AEConfig) -> str:
-    return stable_hash({"kind": "ae", "data": data_key, "cfg": cfg.to_dict(), "rev": AE_REVISION, "v": ENGINE_VERSION})
+    return artifacts.artifact_key("ae", cfg.to_dict(), [data_key], f"{ENGINE_VERSION}+ae{AE_REVISION}")
 
 
 def get_ae(data_key: str, images: np.ndarray, cfg: AEConfig, device: torch.device | None = None,
            progress: Callable[[int, int, float], None] | None = None, train: bool = True) -> ConvAE | None:
-    """The cached AE for (data, cfg); trained and saved when missing (unless ``train`` is False)."""
-    path = model_dir() / f"ae-{ae_key(data_key, cfg)}.safetensors"
-    if path.exists():
-        return load_weights(ConvAE(cfg.latent_dim, cfg.channels), path)
-    if not train:
-        return None
-    model = train_ae(images, cfg, device, progress)
-    save_model(model, path, {"kind": "ae", "data": data_key, "config": cfg.to_dict(), "engine_version": ENGINE_VERSION})
-    return model
+    """The stored AE for (data, cfg); trained and saved when missing (unless ``train`` is False)."""
+    return artifacts.model_artifact(
+        "ae", cfg.to_dict(), [data_key], f"{ENGINE_VERSION}+ae{AE_REVISION}",
+        make=lambda meta: ConvAE(cfg.latent_dim, cfg.channels),
+        train=lambda: (train_ae(images, cfg, device, progress), {}), allow_train=train, name="character autoencoder")
 
 
 @torch.no_grad()

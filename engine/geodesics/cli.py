@@ -1,27 +1,37 @@
-"""CLI for geodesics: `geolens geodesics precompute|points` and `geolens report geodesics`."""
+"""CLI options of the geodesics method (``engine/geodesics/method.py``): `geolens geodesics build|report|list|points`.
+
+`geolens geodesics precompute` and `geolens report geodesics` stay as aliases for one release."""
 from __future__ import annotations
 
-DATASETS = ("ucg", "wcg", "urc", "brc")
+from engine.geodesics.data import DATASETS
+from engine.geodesics.ebm import OBJECTIVES
+from engine.geodesics.solver import INITS, METHODS
 
 
-def _add_run_args(p) -> None:
+def add_run_args(p) -> None:
     p.add_argument("--dataset", choices=DATASETS, default="ucg", help="toy (ucg, wcg) or characters (urc, brc)")
     p.add_argument("--n", type=int, default=None, help="geodesics scored (default 1000 toy, 140 characters)")
     p.add_argument("--small", action="store_true", help="reduced sizes (what the tests use)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--method", choices=("discrete", "neural"), default="discrete", help="solver")
-    p.add_argument("--ebm", choices=("cd", "dsm"), default=None,
+    p.add_argument("--method", choices=METHODS, default="discrete", help="solver")
+    p.add_argument("--ebm", choices=OBJECTIVES, default=None,
                    help="EBM objective (default: dsm for toy sets, cd for characters)")
-    p.add_argument("--init", choices=("line", "graph"), default="line",
+    p.add_argument("--init", choices=INITS, default="line",
                    help="solver start: the straight line (paper) or the metric's shortest path through a k-NN graph of the data")
 
 
 def register(commands, reports) -> None:
-    g = commands.add_parser("geodesics", help="geodesics under EBM-derived metrics (METHODS §3)")
-    sub = g.add_subparsers(dest="geo_command", required=True, metavar="ACTION")
-    p = sub.add_parser("precompute", help="train/load models and solve every metric's geodesics into the cache")
-    _add_run_args(p)
-    p.add_argument("--force", action="store_true", help="recompute even if the cache exists")
+    """Legacy alias `geolens report geodesics` (the method CLI adds `geolens geodesics ...`)."""
+    r = reports.add_parser("geodesics", help="each metric's scores over N geodesics beside the paper's")
+    add_run_args(r)
+    r.set_defaults(func=_report)
+
+
+def add_points_parser(sub) -> None:
+    """`geolens geodesics points` (user latents) and the old `geolens geodesics precompute` alias."""
+    p = sub.add_parser("precompute", help="alias of `geolens geodesics build` (kept for one release)")
+    add_run_args(p)
+    p.add_argument("--force", action="store_true", help="recompute even if the run exists")
     p.set_defaults(func=_precompute)
     p = sub.add_parser("points", help="geodesics between chosen rows of your own latent vectors (.npy/.parquet)")
     p.add_argument("file", help=".npy or .parquet of shape (n, d)")
@@ -29,15 +39,12 @@ def register(commands, reports) -> None:
     p.add_argument("--metric", default="G_E", help="metric name (see `--metric list`)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--out", default="geodesics.npy", help="where to write the paths (n_pairs, steps, d)")
-    p.add_argument("--init", choices=("line", "graph"), default="line",
+    p.add_argument("--init", choices=INITS, default="line",
                    help="solver start: the straight line or the metric's shortest path through a k-NN graph of the points")
     p.set_defaults(func=_points)
-    r = reports.add_parser("geodesics", help="each metric's scores over N geodesics beside the paper's")
-    _add_run_args(r)
-    r.set_defaults(func=_report)
 
 
-def _config(args):
+def config_from_args(args):
     from engine.geodesics.runconfig import RunConfig
 
     over = {"seed": args.seed, "method": args.method, "solver_init": args.init}
@@ -68,7 +75,7 @@ def _tqdm_progress():
 def _precompute(args) -> int:
     from engine.geodesics.pipeline import precompute
 
-    path = precompute(_config(args), _tqdm_progress(), force=args.force)
+    path = precompute(config_from_args(args), _tqdm_progress(), force=args.force)
     print(path)
     return 0
 
@@ -76,7 +83,7 @@ def _precompute(args) -> int:
 def _report(args) -> dict:
     from engine.geodesics.pipeline import report
 
-    return report(_config(args), _tqdm_progress())
+    return report(config_from_args(args), _tqdm_progress())
 
 
 def _points(args) -> int:

@@ -13,15 +13,14 @@ identity and every setting.
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
 from engine import ENGINE_VERSION
-from engine.config import Config, atomic_write_text, check_choice, check_positive, stable_hash
+from engine.config import Config, check_choice, check_positive
+from engine.core import artifacts
 from engine.device import pick_device, seed_everything
 
 
@@ -173,47 +172,16 @@ def _train_dsm(model: EnergyMLP, x: torch.Tensor, cfg: EBMConfig, gen: torch.Gen
     return model.cpu().eval()
 
 
-# ---------------------------------------------------------------- cache (safetensors + JSON)
-def model_dir() -> Path:
-    from engine import store
-
-    d = store.cache_root() / "geodesics" / "models"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
+# ---------------------------------------------------------------- stored as artifacts (engine.core.artifacts)
 def ebm_key(data_key: str, cfg: EBMConfig) -> str:
-    return stable_hash({"kind": "ebm", "data": data_key, "cfg": cfg.to_dict(), "v": ENGINE_VERSION})
-
-
-def save_model(model: nn.Module, path: Path, meta: dict) -> None:
-    """Weights to ``path`` (.safetensors, via a temp file) and ``meta`` to the .json beside it."""
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    tmp.replace(path)
-    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True))
-
-
-def load_weights(model: nn.Module, path: Path) -> nn.Module:
-    from safetensors.torch import load_file
-
-    model.load_state_dict(load_file(str(path)))
-    return model.eval()
+    return artifacts.artifact_key("ebm", cfg.to_dict(), [data_key], ENGINE_VERSION)
 
 
 def get_ebm(data_key: str, x: torch.Tensor, cfg: EBMConfig, device: torch.device | None = None,
             progress: Callable[[int, float], None] | None = None, train: bool = True) -> EnergyMLP | None:
-    """The cached EBM for (data, cfg); trained and saved when missing (unless ``train`` is False)."""
-    path = model_dir() / f"ebm-{ebm_key(data_key, cfg)}.safetensors"
-    if path.exists():
-        meta = json.loads(path.with_suffix(".json").read_text())
-        return load_weights(EnergyMLP(meta["dim"], cfg.width, cfg.depth), path)
-    if not train:
-        return None
-    model = train_ebm(x, cfg, device, progress)
-    save_model(model, path, {"kind": "ebm", "dim": x.shape[1], "data": data_key, "config": cfg.to_dict(),
-                             "engine_version": ENGINE_VERSION})
-    return model
+    """The stored EBM for (data, cfg); trained and saved when missing (unless ``train`` is False)."""
+    return artifacts.model_artifact(
+        "ebm", cfg.to_dict(), [data_key], ENGINE_VERSION,
+        make=lambda meta: EnergyMLP(meta["dim"], cfg.width, cfg.depth),
+        train=lambda: (train_ebm(x, cfg, device, progress), {"dim": int(x.shape[1])}),
+        allow_train=train, name=f"EBM ({cfg.objective})")

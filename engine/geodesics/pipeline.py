@@ -1,13 +1,13 @@
-"""Precompute geodesics for every metric into a DuckDB cache, and read the score summary back.
+"""Precompute geodesics for every metric into a run artifact, and read the score summary back.
 
-Cache file ``geodesics-<dataset>-<key>.duckdb`` (key = stable_hash of the run config, the data and
-model identities and ENGINE_VERSION), tables:
-- ``meta(key, value)``: the run config JSON, model keys, p_max;
+A run is the artifact ``geodesics/<key>`` (``engine.core.artifacts``; key = hash of the run config,
+the drawn characters' pixels and the engine and metrics versions). Its manifest holds the run config
+and, in ``meta``, the models' keys and p_max; its ``run.duckdb`` the tables:
 - ``pairs(pair_id, x0, x1, label, a0, a1)``: endpoints (FLOAT[d]), character and angles;
 - ``paths(metric, pair_id, path, energy, iters, converged)``: path as FLOAT[T·d];
 - ``scores(metric, pair_id, score, value)``; ``timing(metric, seconds, geodesics)``;
 - ``summary(metric, score, mean, std, reference)`` with the paper's reference values.
-A run interrupted between metrics resumes from the ``.partial`` file.
+A run interrupted between metrics resumes from its partial folder (the metrics already solved are kept).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from engine import ENGINE_VERSION, store
-from engine.config import stable_hash
+from engine.core import artifacts
 from engine.geodesics.metrics import GridMetric, build_metric
 from engine.geodesics.runconfig import RunConfig
 from engine.geodesics.scores import (DEFAULT_RMSE_REFERENCE, RMSE_REFERENCE, SCORES, data_rmse, mean_density, path_rmse,
@@ -35,9 +35,27 @@ TOY_SOLVE_BOUNDS = (-12.0, 12.0, -4.0, 12.0)  # the toy window widened: mixture 
 METRICS_VERSION = "metrics-2"  # bumped when a metric's definition changes (2: RBF bandwidth of Arvanitidis et al.)
 
 
-def cache_path(cfg: RunConfig) -> Path:
-    key = stable_hash({"run": cfg.to_dict(), "v": ENGINE_VERSION, "metrics": METRICS_VERSION})
-    return store.cache_root() / f"geodesics-{cfg.dataset}-{key}.duckdb"
+KIND = "geodesics"
+RUN_FILE = "run.duckdb"
+
+
+def version() -> str:
+    return f"{ENGINE_VERSION}+{METRICS_VERSION}"
+
+
+def data_inputs(cfg: RunConfig) -> list[str]:
+    """Content keys of the run's generated data: the characters' pixels, so Pillow's font is an input."""
+    if cfg.is_toy:
+        return []
+    from engine.config import array_hash
+    from engine.geodesics.data import rotated_characters
+
+    return ["pixels:" + array_hash(rotated_characters("urc", 14, seed=0)[0])]
+
+
+def find(cfg: RunConfig) -> artifacts.Artifact | None:
+    """The finished run for ``cfg``, or None (never builds)."""
+    return artifacts.find(KIND, artifacts.artifact_key(KIND, cfg.to_dict(), data_inputs(cfg), version()))
 
 
 def solve_order(cfg: RunConfig) -> list[str]:
@@ -87,21 +105,27 @@ def _summary(con, dataset: str) -> None:
 
 
 def precompute(cfg: RunConfig, progress: Progress | None = None, force: bool = False) -> Path:
-    """Train/load the models, solve every metric's geodesics for the run's pairs, write the cache."""
-    path = cache_path(cfg)
-    if path.exists() and not force:
-        return path
-    with cpu_threads():
+    """The run's ``run.duckdb``, built first when missing (``build``)."""
+    return build(cfg, progress, force).file(RUN_FILE)
+
+
+def build(cfg: RunConfig, progress: Progress | None = None, force: bool = False) -> artifacts.Artifact:
+    """Train/load the models, solve every metric's geodesics for the run's pairs, write the run."""
+    found = find(cfg)
+    if found is not None and not force:
+        return found
+    label = f"{cfg.dataset} · {cfg.n_pairs} pairs · {cfg.solver_init} start"
+    with cpu_threads(), artifacts.writing(KIND, cfg.to_dict(), data_inputs(cfg), version(), name=label,
+                                          resume=not force) as w:
         space = build_space(cfg, progress)
         ctx = space.context(cfg)
         pairs = make_pairs(space, cfg.n_pairs, cfg.steps, cfg.seed)
         scfg = cfg.solver_config()
-        with store.writing(path) as con:
-            if not _has(con, "meta"):
-                meta = {"config": json.dumps(cfg.to_dict()), "keys": json.dumps(space.keys),
-                        "p_max": str(space.p_max), "engine_version": ENGINE_VERSION,
-                        "metrics_version": METRICS_VERSION}
-                store.insert_rows(con, "meta", {"key": list(meta), "value": list(meta.values())})
+        w.meta.update(models=space.keys, p_max=float(space.p_max))
+        with store.writing(w.file(RUN_FILE)) as con:
+            if not (_has(con, "pairs") and (pairs.truth is None or _has(con, "truth"))):
+                con.execute("DROP TABLE IF EXISTS pairs")   # a run killed between the two tables
+                con.execute("DROP TABLE IF EXISTS truth")
                 _write_pairs(con, pairs)
             solved = _done_metrics(con)
             if solved:  # a killed run's finished metrics are kept; say where this run picks up
@@ -136,7 +160,8 @@ def precompute(cfg: RunConfig, progress: Progress | None = None, force: bool = F
                                                       "score": [score] * n, "value": vals.astype(np.float64)})
                 store.insert_rows(con, "timing", {"metric": [name], "seconds": [seconds], "geodesics": [n]})
             _summary(con, cfg.dataset)
-    return path
+        w.file(RUN_FILE + ".lock").unlink(missing_ok=True)
+    return find(cfg)
 
 
 def summary(path: Path) -> pd.DataFrame:
@@ -146,14 +171,13 @@ def summary(path: Path) -> pd.DataFrame:
 
 def run_config(path: Path) -> RunConfig:
     """The run config a cache was built with."""
-    df = store.query_df(path, "SELECT value FROM meta WHERE key = ?", ["config"])
-    return RunConfig.from_dict(json.loads(df.value.iloc[0]))
+    return RunConfig.from_dict(json.loads((Path(path).parent / artifacts.MANIFEST).read_text())["config"])
 
 
 def list_runs(dataset: str) -> list[Path]:
-    """Finished geodesic caches of a dataset, newest first."""
-    files = store.list_files(f"geodesics-{store.safe_name(dataset)}-*.duckdb")
-    return sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)
+    """The ``run.duckdb`` of every finished run of a dataset, newest first."""
+    runs = [a for a in artifacts.list(KIND) if a.config.get("dataset") == dataset]
+    return [a.file(RUN_FILE) for a in reversed(runs)]
 
 
 def ebm_summary(cfg: RunConfig) -> dict:
@@ -170,7 +194,7 @@ def report_from_cache(path: Path) -> dict:
     space_kind = "toy" if cfg.is_toy else "chars"
     df = summary(path)
     timing = store.query_df(path, "SELECT metric, seconds FROM timing")
-    out: dict = {"dataset": cfg.dataset, "n_pairs": cfg.n_pairs, "cache": path.name, "ebm": ebm_summary(cfg),
+    out: dict = {"dataset": cfg.dataset, "n_pairs": cfg.n_pairs, "run": path.parent.name, "ebm": ebm_summary(cfg),
                  "solver_init": cfg.solver_init, "metrics": {}}
     for metric in cfg.metrics:
         entry: dict = {}

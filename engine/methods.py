@@ -1,0 +1,21 @@
+"""The method packages geolens knows. Add a sixth method by adding its ``method.py`` here
+(and its page to ``app.py``'s ``PAGES``): the CLI, ``build-defaults`` and Home follow."""
+from __future__ import annotations
+
+import importlib
+
+from engine.core.method import Method
+from engine.core.registry import Registry
+
+METHOD_MODULES = [
+    "engine.geodesics.method",
+]
+
+
+def methods() -> Registry[Method]:
+    """Every registered method, by name (imports each ``method.py``; heavy imports stay inside)."""
+    reg = Registry[Method]("method")
+    for mod in METHOD_MODULES:
+        m = importlib.import_module(mod).METHOD
+        reg.add(m.name, m)
+    return reg
