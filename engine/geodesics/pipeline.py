@@ -91,8 +91,8 @@ def _done_metrics(con) -> dict[str, torch.Tensor]:
     if not _has(con, "paths"):
         return {}
     names = [r[0] for r in con.execute("SELECT DISTINCT metric FROM paths").fetchall()]
-    return {m: torch.as_tensor(store.fetch_array(con, "SELECT path FROM paths WHERE metric = ? ORDER BY pair_id", [m]))
-            for m in names}
+    return {m: torch.from_numpy(np.array(store.fetch_array(con, "SELECT path FROM paths WHERE metric = ? ORDER BY pair_id", [m])))
+            for m in names}  # (n, T·d): the caller reshapes
 
 
 def _summary(con, dataset: str) -> None:
@@ -127,7 +127,7 @@ def build(cfg: RunConfig, progress: Progress | None = None, force: bool = False)
                 con.execute("DROP TABLE IF EXISTS pairs")   # a run killed between the two tables
                 con.execute("DROP TABLE IF EXISTS truth")
                 _write_pairs(con, pairs)
-            solved = _done_metrics(con)
+            solved = {m: p.reshape(len(p), cfg.steps, -1) for m, p in _done_metrics(con).items()}  # (n, T, d)
             if solved:  # a killed run's finished metrics are kept; say where this run picks up
                 import sys
 
