@@ -285,6 +285,52 @@ def test_pipeline_cache_and_report(tiny):
     assert len(cache.crops(path)) == 100 and set(cache.layouts_available(path)) == {"tsne", "umap"}
 
 
+def test_pipeline_caches_one_maco_image_per_concept(tiny):
+    from engine.concepts import cache, maco, render
+
+    path = tiny["Sneaker"]
+    mc = cache.maco_images(path)
+    rep = cache.report(path)["maco"]
+    assert list(mc["concept"]) == list(range(10))
+    img = render.from_png(bytes(mc["image"][0]))
+    assert img.shape == (32, 32, 3) and img.std() > 0  # maco_size=32 in the fixture; grey stored, read as RGB
+    assert render.with_alpha(bytes(mc["image"][0]), bytes(mc["alpha"][0])).shape == (32, 32, 4)
+    assert all(len(o) == 6 for o in mc["objective"]) and rep["steps"] == 6 and rep["spectrum"] == "fashion-mnist"
+    m = cache.meta(path)["maco"]
+    assert m["spectrum_key"] == maco.spectrum("fashion-mnist", 32).key and m["seconds_per_concept"] > 0
+
+
+def test_maco_settings_and_spectrum_are_in_the_cache_key(tiny, monkeypatch):
+    from engine.concepts import maco, precompute
+    from engine.concepts.images import fashion_mnist_test
+    from tests.test_concepts_fixtures import SETTINGS, tiny_classifier
+
+    clf, data = tiny_classifier(), fashion_mnist_test()
+    base = precompute.ConceptConfig(class_name="Sneaker", **SETTINGS)
+    key = precompute.cache_key(base, clf, data)
+    assert precompute.cache_path(base, clf, data) == tiny["Sneaker"]
+    for change in ({"maco_steps": 7}, {"maco_size": 48}, {"maco_steps": 0}):
+        assert precompute.cache_key(precompute.ConceptConfig(class_name="Sneaker", **{**SETTINGS, **change}),
+                                    clf, data) != key
+    # a different spectrum source (its files' bytes) changes the key
+    monkeypatch.setattr(maco, "spectrum_key", lambda name, size: "another-spectrum")
+    assert precompute.cache_key(base, clf, data) != key
+
+
+def test_important_rule_lives_in_the_engine(tiny):
+    from engine.concepts import cache, importance
+
+    c = cache.concepts(tiny["Sneaker"])
+    sizes = c["size_sobol"].to_numpy()
+    for mi in (0, 5, 10, 61):
+        mask = cache.important(c, "sobol", mi)
+        np.testing.assert_array_equal(mask, [s >= mi for s in sizes])
+        assert cache.report(tiny["Sneaker"], mi)["important_concepts"]["sobol"] == list(np.flatnonzero(mask))
+    np.testing.assert_array_equal(importance.is_important(np.array([9, 10, 11]), 10), [False, True, True])
+    top = np.array([2, 2, 1, 0, 2])
+    assert cache.lasso_summary(top, [0, 1, 2, 99, -1], 3) == {"rows": [0, 1, 2], "concept": 2, "count": 2}
+
+
 def test_cli_report_prints_the_cached_numbers(tiny):
     from engine import cli
     from engine.concepts import cache

@@ -3,10 +3,10 @@ its concept caches for two classes, built once per cache root (later calls load 
 from __future__ import annotations
 
 TRAIN = {"epochs": 1, "n_train": 3000}
-SETTINGS = {"max_images": 60, "sobol_n": 16, "layouts": ("umap", "tsne")}
+SETTINGS = {"max_images": 60, "sobol_n": 16, "layouts": ("umap", "tsne"), "maco_steps": 6, "maco_size": 32}
 CLASSES = ("Sneaker", "Trouser")
 CLI_ARGS = ["--model", "fmnist-cnn", "--max-images", "60", "--sobol-n", "16", "--layouts", "umap,tsne",
-            "--epochs", "1", "--n-train", "3000"]
+            "--maco-steps", "6", "--maco-size", "32", "--epochs", "1", "--n-train", "3000"]
 
 
 def tiny_classifier():

@@ -13,6 +13,30 @@ from engine.concepts.precompute import METHODS, PREFIX
 ROUND = 4  # decimals of every number in the report (the page shows the same rounded values)
 
 
+def important(concepts_df: pd.DataFrame, method: str, min_images: int) -> np.ndarray:
+    """bool (k,): which concepts of a cache's ``concepts`` table are important for ``method``."""
+    from engine.concepts.importance import is_important
+
+    if method not in METHODS:
+        raise ValueError(f"importance={method!r}; choose one of {METHODS}")
+    return is_important(concepts_df[f"size_{method}"].to_numpy(), min_images)
+
+
+def global_importance(concepts_df: pd.DataFrame, method: str) -> np.ndarray:
+    """(k,) global importance: % of logit for gradient × input, mean Sobol total index for Sobol."""
+    if method not in METHODS:
+        raise ValueError(f"importance={method!r}; choose one of {METHODS}")
+    return np.asarray(concepts_df["pct_logit" if method == "gradient_input" else "sobol"], dtype=float)
+
+
+def lasso_summary(top: np.ndarray, rows: list[int], k: int) -> dict:
+    """Selected image rows (valid, sorted) and the concept most of them share as their top concept."""
+    rows = sorted({int(r) for r in rows if 0 <= int(r) < len(top)})
+    shared = np.bincount(top[rows], minlength=k) if rows else np.zeros(k, int)
+    c = int(shared.argmax())
+    return {"rows": rows, "concept": c, "count": int(shared[c])}
+
+
 def list_caches() -> list[dict]:
     """Every finished concept cache with its model, class and settings (newest first)."""
     out = []
@@ -86,6 +110,17 @@ def crops(path: str | Path) -> pd.DataFrame:
     return store.query_df(path, "SELECT concept, rank, row, score, png FROM crops ORDER BY concept, rank")
 
 
+def maco_images(path: str | Path) -> pd.DataFrame:
+    """One row per concept: image and alpha (PNG bytes), objective (per step); empty for a cache
+    built without MACO images (``maco_steps=0`` or before they existed)."""
+    import contextlib
+
+    with contextlib.closing(store.connect_ro(path)) as con:
+        if not store.has_table(con, "maco"):
+            return pd.DataFrame({"concept": [], "image": [], "alpha": [], "objective": []})
+        return con.execute("SELECT concept, image, alpha, objective FROM maco ORDER BY concept").df()
+
+
 def fidelity_curves(path: str | Path) -> pd.DataFrame:
     return store.query_df(path, "SELECT ordering, kind, step, value FROM fidelity ORDER BY ordering, kind, step")
 
@@ -107,6 +142,15 @@ def report(path: str | Path, min_images: int | None = None) -> dict:
     for (kind, ordering), g in fid.groupby(["kind", "ordering"]):
         scores.setdefault(kind, {})[ordering] = round(_auc(g["value"].to_numpy()), ROUND)
     r = lambda v: [round(float(x), ROUND) for x in v]  # noqa: E731
+    mc = maco_images(path)
+    images = None
+    if len(mc):
+        obj = [np.asarray(o, dtype=float) for o in mc["objective"]]
+        tenth = max(1, len(obj[0]) // 10)
+        images = {"spectrum": m["maco"]["spectrum"], "size": m["maco"]["size"], "steps": len(obj[0]),
+                  "seconds_per_concept": round(m["maco"]["seconds_per_concept"], 2),
+                  "objective_first": r([o[:tenth].mean() for o in obj]),
+                  "objective_last": r([o[-tenth:].mean() for o in obj])}
     return {
         "model": cfg["model"], "class": cfg["class_name"], "cache": Path(path).name,
         "n_images": m["stats"]["n_images"], "n_concepts": cfg["n_concepts"], "patch": m["stats"]["patch"],
@@ -114,7 +158,8 @@ def report(path: str | Path, min_images: int | None = None) -> dict:
                                  "images": round(m["stats"]["recon_error_images"], ROUND)},
         "importance": {"gradient_input_pct_logit": r(c["pct_logit"]), "sobol_total": r(c["sobol"])},
         "cluster_sizes": {mth: [int(v) for v in c[f"size_{mth}"]] for mth in METHODS},
-        "important_concepts": {mth: [int(i) for i, v in enumerate(c[f"size_{mth}"]) if v >= mi] for mth in METHODS},
+        "important_concepts": {mth: [int(i) for i in np.flatnonzero(important(c, mth, mi))] for mth in METHODS},
         "fidelity_auc": scores,
+        "maco": images,
         "seconds": round(m["stats"]["seconds"], 1),
     }

@@ -15,6 +15,8 @@ def _config_args(p: argparse.ArgumentParser, class_required: bool) -> None:
     p.add_argument("--max-images", type=int, default=1000)
     p.add_argument("--sobol-n", type=int, default=32, help="QMC design size per image")
     p.add_argument("--layouts", default="umap,tsne", help="comma list of umap, tsne")
+    p.add_argument("--maco-steps", type=int, default=256, help="MACO steps per concept image (0 = no images)")
+    p.add_argument("--maco-size", type=int, default=0, help="MACO image side in pixels (0 = input × 512/224)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="fmnist-cnn training epochs (default 2)")
     p.add_argument("--n-train", type=int, default=None, help="fmnist-cnn training images (default 60000)")
@@ -87,7 +89,8 @@ def _config(args, class_name: str):
 
     return ConceptConfig(model=args.model, class_name=class_name, images=args.images, n_concepts=args.concepts,
                          patch_size=args.patch, max_images=args.max_images, sobol_n=args.sobol_n,
-                         layouts=tuple(s for s in args.layouts.split(",") if s), seed=args.seed)
+                         layouts=tuple(s for s in args.layouts.split(",") if s), maco_steps=args.maco_steps,
+                         maco_size=args.maco_size, seed=args.seed)
 
 
 def _precompute(args) -> int:

@@ -82,10 +82,16 @@ def top_concepts(local: np.ndarray) -> np.ndarray:
     return local.argmax(axis=1)
 
 
+def is_important(sizes: np.ndarray, min_images: int = 10) -> np.ndarray:
+    """The Lens rule (METHODS.md §2): a concept is 'important' if it is the top concept of at least
+    ``min_images`` images; ``sizes`` (k,) are the images per top concept → bool (k,)."""
+    return np.asarray(sizes) >= min_images
+
+
 def cluster_sizes(top: np.ndarray, k: int, min_images: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """Images per top concept (k,) and which concepts are 'important' (top of ≥ min_images)."""
+    """Images per top concept (k,) and which concepts are 'important' (``is_important``)."""
     sizes = np.bincount(top, minlength=k)
-    return sizes, sizes >= min_images
+    return sizes, is_important(sizes, min_images)
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -8,6 +8,8 @@ Tables (one file per model × class × settings, named concepts-<model>-<class>-
   layouts(importance, algo, row, x, y)   2-D embeddings of importance vectors
   crops(concept, rank, row, y, x, size, score, png)   top crops per concept
   fidelity(ordering, kind, step, value)  deletion / insertion curves
+  maco(concept, image, alpha, objective) one MACO image per concept (PNG), its transparency (PNG),
+                                         its objective at every step
 """
 from __future__ import annotations
 
@@ -22,12 +24,12 @@ import torch
 
 from engine import ENGINE_VERSION, store
 from engine.config import Config, check_choice, check_positive, stable_hash
-from engine.concepts import craft, fidelity, importance, layout, render
+from engine.concepts import craft, fidelity, importance, layout, maco, render
 from engine.concepts.classifiers import Classifier
 from engine.concepts.images import ImageSet, load_images
 from engine.concepts.sobol import SAMPLERS
 
-VERSION = f"{ENGINE_VERSION}-concepts-1"
+VERSION = f"{ENGINE_VERSION}-concepts-2"
 PREFIX = "concepts-"
 METHODS = ("gradient_input", "sobol")
 Progress = Callable[[int, int, str], None]
@@ -57,6 +59,12 @@ class ConceptConfig(Config):
     layouts: tuple = ("umap", "tsne")
     top_crops: int = 10
     nmf_max_iter: int = 500
+    maco_steps: int = 256
+    """MACO steps per concept image (METHODS.md §2); 0 = no concept images."""
+    maco_crops: int = 32
+    """Random crops per MACO step."""
+    maco_size: int = 0
+    """Side of the MACO images in pixels; 0 = the model input × 512/224 (64 px for 28 px inputs)."""
     seed: int = 0
 
     def validate(self) -> None:
@@ -64,6 +72,8 @@ class ConceptConfig(Config):
             check_positive(name, getattr(self, name))
         check_positive("patch_size", self.patch_size, allow_zero=True)
         check_positive("min_images", self.min_images, allow_zero=True)
+        check_positive("maco_steps", self.maco_steps, allow_zero=True)
+        self.maco_config()  # validates the MACO settings
         check_choice("sampler", self.sampler, SAMPLERS)
         self.layouts = tuple(self.layouts)
         for algo in self.layouts:
@@ -71,9 +81,23 @@ class ConceptConfig(Config):
         if self.n_concepts < 2:
             raise ValueError("n_concepts must be ≥ 2")
 
+    def maco_config(self) -> maco.MacoConfig:
+        """The MACO settings of the concept images (steps, crops and size from this config)."""
+        return maco.MacoConfig(steps=max(1, self.maco_steps), crops=self.maco_crops, image_size=self.maco_size,
+                               seed=self.seed)
+
+
+def _maco_identity(cfg: ConceptConfig, clf: Classifier) -> dict | None:
+    """What the concept images depend on besides the concepts: MACO settings and the spectrum's key."""
+    if not cfg.maco_steps:
+        return None
+    mc = cfg.maco_config()
+    return {"config": mc.to_dict(), "spectrum": maco.spectrum_key(clf.spectrum, mc.size_for(clf.input_size))}
+
 
 def cache_key(cfg: ConceptConfig, clf: Classifier, data: ImageSet) -> str:
-    return stable_hash({"cfg": cfg.to_dict(), "weights": clf.weights_id, "data": data.identity, "v": VERSION})
+    return stable_hash({"cfg": cfg.to_dict(), "weights": clf.weights_id, "data": data.identity, "v": VERSION,
+                        "maco": _maco_identity(cfg, clf)})
 
 
 def cache_path(cfg: ConceptConfig, clf: Classifier, data: ImageSet) -> Path:
@@ -97,7 +121,7 @@ def _select(clf: Classifier, data: ImageSet, cls: int, max_images: int, pred: np
     return rows
 
 
-def _stage(progress: Progress | None, i: int, msg: str, total: int = 9) -> None:
+def _stage(progress: Progress | None, i: int, msg: str, total: int = 10) -> None:
     if progress:
         progress(i, total, msg)
 
@@ -134,12 +158,17 @@ def compute(cfg: ConceptConfig, clf: Classifier, data: ImageSet, progress: Progr
     _stage(progress, 7, "concept map, top crops and classes")
     with torch.no_grad():
         probs = torch.softmax(head(torch.from_numpy(acts)), -1)[:, cls].numpy()
+    images = None
+    if cfg.maco_steps:
+        _stage(progress, 8, f"MACO concept images ({cfg.maco_steps} steps)")
+        on = (lambda p: _stage(progress, 8, f"MACO concept images · {p.text()}")) if progress else None
+        images = maco.concept_images(clf, bank.W, cfg.maco_config(), on)
     return {
         "cls": cls, "rows": rows, "patch": patch, "bank": bank, "acts": acts, "u": u, "dec": dec,
         "gradient_input": gx, "sobol": sb, "fidelity": fid, "layouts": lay, "heat": heat, "grid": grid,
         "probs": probs, "map": layout.concept_map(bank.W, cfg.seed),
         "class_cos": importance.cosine(bank.W, head.weight.detach().numpy()),
-        "recon_images": craft.relative_error(acts, u, bank.W), "seconds": time.perf_counter() - t0,
+        "recon_images": craft.relative_error(acts, u, bank.W), "maco": images, "seconds": time.perf_counter() - t0,
     }
 
 
@@ -191,6 +220,23 @@ def _fidelity_rows(r: dict) -> dict:
     return out
 
 
+def _maco_rows(r: dict) -> dict:
+    res, _ = r["maco"]
+    return {"concept": np.arange(len(res.images), dtype=np.int32),
+            "image": [render.to_png(maco.to_uint8(im)) for im in res.images],
+            "alpha": [render.to_png(maco.alpha_map(t)) for t in res.transparency],
+            "objective": [[float(v) for v in res.objective[:, c]] for c in range(len(res.images))]}
+
+
+def _maco_meta(cfg: ConceptConfig, r: dict) -> dict | None:
+    if r.get("maco") is None:
+        return None
+    res, spec = r["maco"]
+    return {"config": cfg.maco_config().to_dict(), "size": spec.size, "spectrum": spec.name,
+            "spectrum_key": spec.key, "spectrum_source": spec.source, "seconds": res.seconds,
+            "seconds_per_concept": res.seconds / max(1, len(res.images))}
+
+
 def write(path: Path, cfg: ConceptConfig, clf: Classifier, data: ImageSet, r: dict) -> None:
     """Write the pipeline's results to ``path`` atomically."""
     meta = {
@@ -198,6 +244,7 @@ def write(path: Path, cfg: ConceptConfig, clf: Classifier, data: ImageSet, r: di
         "classifier": {"name": clf.name, "weights_id": clf.weights_id, "input_size": clf.input_size,
                        "class_names": clf.class_names, "class_index": r["cls"]},
         "data": data.identity, "grid": r["grid"], "heat_shape": list(r["heat"].shape[1:]),
+        "maco": _maco_meta(cfg, r),
         "stats": {"n_images": len(r["rows"]), "n_crops": len(r["bank"].U), "patch": r["patch"],
                   "stride": r["bank"].stride, "recon_error_crops": r["bank"].recon_error,
                   "recon_error_images": r["recon_images"], "seconds": r["seconds"]},
@@ -210,7 +257,7 @@ def write(path: Path, cfg: ConceptConfig, clf: Classifier, data: ImageSet, r: di
         lay["x"] += xy[:, 0].tolist()
         lay["y"] += xy[:, 1].tolist()
     with store.writing(path) as con:
-        for t in ("meta", "concepts", "images", "layouts", "crops", "fidelity"):
+        for t in ("meta", "concepts", "images", "layouts", "crops", "fidelity", "maco"):
             con.execute(f"DROP TABLE IF EXISTS {store.ident(t)}")
         store.insert_rows(con, "meta", {"name": list(meta), "value": [json.dumps(v, default=float) for v in meta.values()]})
         store.insert_rows(con, "concepts", _concept_rows(cfg, clf, r))
@@ -218,6 +265,8 @@ def write(path: Path, cfg: ConceptConfig, clf: Classifier, data: ImageSet, r: di
         store.insert_rows(con, "layouts", lay)
         store.insert_rows(con, "crops", _crop_rows(cfg, data, r))
         store.insert_rows(con, "fidelity", _fidelity_rows(r))
+        if r.get("maco") is not None:
+            store.insert_rows(con, "maco", _maco_rows(r))
     cfg.save_json(path.with_suffix(".json"))
 
 
@@ -229,7 +278,7 @@ def run(cfg: ConceptConfig, clf: Classifier, data: ImageSet | None = None, progr
     if path.exists() and not force:
         return path
     r = compute(cfg, clf, data, progress, pred)
-    _stage(progress, 8, "writing the cache")
+    _stage(progress, 9, "writing the cache")
     write(path, cfg, clf, data, r)
-    _stage(progress, 9, "done")
+    _stage(progress, 10, "done")
     return path

@@ -65,3 +65,15 @@ def overlay(image: np.ndarray, heat: np.ndarray, colour: tuple[int, int, int], a
 def hex_to_rgb(colour: str) -> tuple[int, int, int]:
     c = colour.lstrip("#")
     return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
+
+
+def with_alpha(image_png: bytes, alpha_png: bytes, size: int | None = None) -> np.ndarray:
+    """A MACO image with its transparency map as alpha → uint8 RGBA (H, W, 4), nearest-resized to ``size``."""
+    rgb = from_png(image_png)
+    alpha = np.asarray(Image.open(io.BytesIO(alpha_png)).convert("L"))
+    if alpha.shape != rgb.shape[:2]:
+        raise ValueError(f"MACO alpha {alpha.shape} does not match its image {rgb.shape[:2]}")
+    out = np.concatenate([rgb, alpha[..., None]], axis=2)
+    if size and out.shape[0] != size:
+        out = np.asarray(Image.fromarray(out, "RGBA").resize((size, size), Image.NEAREST))
+    return out
