@@ -4,6 +4,7 @@ result equals an uninterrupted run's (or, where the output is not a single array
 keeps what the killed run had finished)."""
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import signal
@@ -84,3 +85,74 @@ def test_train_sae_resumes_after_kill(tiny_cache, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), atol=1e-5, err_msg=k)
+
+
+# ---- precompute-concepts -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fmnist_folder(tmp_path_factory) -> Path:
+    """90 Fashion-MNIST test images (30 trousers, sneakers, bags): a few classes, so a few caches."""
+    from PIL import Image
+
+    from engine.concepts.fmnist import load_split
+
+    d = tmp_path_factory.mktemp("fmnist-imgs")
+    x, y = load_split("test")
+    for c in (1, 7, 8):
+        for i in np.flatnonzero(y == c)[:30]:
+            Image.fromarray(x[i]).save(d / f"{c}_{i}.png")
+    return d
+
+
+CONCEPT_ARGS = ["--min-class-images", "20", "--max-images", "30", "--sobol-n", "8", "--concepts", "3",
+                "--layouts", "tsne", "--epochs", "1", "--n-train", "3000"]
+
+
+def test_precompute_concepts_resumes_after_kill(cache_root, fmnist_folder, tmp_path):
+    from engine import store
+    from engine.concepts import cache
+
+    argv = ["precompute-concepts", "--images", str(fmnist_folder), *CONCEPT_ARGS]
+    done_line = re.compile(r"^(.+): (concepts-\S+\.duckdb) \(", re.M)
+    kill_when(argv, lambda log: bool(done_line.search(log.read_text())), tmp_path / "kill.log")
+    first_class, first_file = done_line.search((tmp_path / "kill.log").read_text()).groups()
+    first = store.cache_root() / first_file
+    stamp = (first.stat().st_mtime_ns, hashlib.sha256(first.read_bytes()).hexdigest())
+    err = rerun(argv)
+    m = re.search(r"precompute-concepts: resuming: (\d+) of (\d+) classes already cached \((.+?)\); computing the other (\d+)", err)
+    assert m, err[-2000:]
+    n_cached, n_classes = int(m.group(1)), int(m.group(2))
+    assert n_cached >= 1 and n_classes > n_cached and first_class in m.group(3).split(", ")
+    files = dict(done_line.findall(err))
+    assert len(files) == n_classes and files[first_class] == first_file
+    assert (first.stat().st_mtime_ns, hashlib.sha256(first.read_bytes()).hexdigest()) == stamp  # not recomputed
+    for f in files.values():  # every class's cache is complete and readable
+        rep = cache.report(store.cache_root() / f)
+        assert rep
+
+
+# ---- geodesics precompute ------------------------------------------------------------------
+def test_geodesics_precompute_resumes_after_kill(cache_root, tmp_path):
+    from engine import store
+    from engine.geodesics import pipeline
+    from engine.geodesics.runconfig import RunConfig
+
+    cfg = RunConfig.preset("ucg", small=True, seed=3)
+    order = pipeline.solve_order(cfg)
+    argv = ["geodesics", "precompute", "--dataset", "ucg", "--small", "--seed", "3"]
+    # the fourth metric's bar appears once the first three are solved and written (linear shows no bar)
+    kill_when(argv, lambda log: f"geodesics {order[3]}:" in log.read_text(), tmp_path / "kill.log")
+    err = rerun(argv)
+    m = re.search(rf"geodesics: resuming at metric (\d+) of {len(order)} \((.+?) already solved\)", err)
+    assert m and int(m.group(1)) >= 4, err[-2000:]
+    kept = m.group(2).split(", ")
+    assert kept == order[: len(kept)]
+    assert f"geodesics {order[0]}" not in err  # finished metrics are not solved again
+    path = pipeline.precompute(cfg)
+    with store.connect_ro(path) as con:
+        resumed = {m: store.fetch_array(con, "SELECT path FROM paths WHERE metric = ? ORDER BY pair_id", [m]) for m in order}
+    assert len(pipeline.summary(path)) > 0
+    path = pipeline.precompute(cfg, force=True)  # an uninterrupted run (its models come from the same cache)
+    with store.connect_ro(path) as con:
+        for m in order:
+            ref = store.fetch_array(con, "SELECT path FROM paths WHERE metric = ? ORDER BY pair_id", [m])
+            np.testing.assert_allclose(resumed[m], ref, atol=1e-5, err_msg=m)
