@@ -58,8 +58,8 @@ def write_builtin_samples(data: omniglot.OmniglotData, specs: list[generators.Mo
     if done:  # a killed build keeps every generator whose samples were written; say where this run picks up
         import sys
 
-        print(f"dvr-build: resuming at generator {len(done) + 1} of {len(specs)} ({', '.join(done)} already sampled)",
-              file=sys.stderr, flush=True)
+        where = f"at generator {len(done) + 1} of {len(specs)}" if len(done) < len(specs) else f"after all {len(specs)} generators"
+        print(f"dvr-build: resuming {where} ({', '.join(done)} already sampled)", file=sys.stderr, flush=True)
     for i, spec in enumerate(specs):
         folder = root / spec.slug
         if (folder / samples.MODEL_JSON).exists():
