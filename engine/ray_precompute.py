@@ -234,6 +234,19 @@ def done_pairs(folder: Path) -> np.ndarray:
     return np.unique(np.concatenate(parts).astype(np.int64))
 
 
+def check_resources(have: dict, cfg: RayConfig) -> None:
+    """Fail fast, naming the fix, when the actor pool would leave the decode tasks (or itself) no room."""
+    cpus, gpus = float(have.get("CPU", 0)), float(have.get("GPU", 0))
+    if cfg.gpus_per_worker and cfg.workers * cfg.gpus_per_worker > gpus:
+        raise ValueError(f"{cfg.workers} workers x {cfg.gpus_per_worker:g} GPU need {cfg.workers * cfg.gpus_per_worker:g} "
+                         f"GPUs; the Ray cluster has {gpus:g}: use --workers {int(gpus // cfg.gpus_per_worker)}")
+    if cfg.workers * cfg.cpus_per_worker + 1 > cpus:
+        fit = (cpus - 1) / cfg.workers
+        fix = f"--cpus-per-worker {fit:g} or fewer --workers" if fit > 0 else "a cluster with more CPUs"
+        raise ValueError(f"{cfg.workers} workers x {cfg.cpus_per_worker:g} CPU leave no CPU for the decode tasks on "
+                         f"this Ray cluster ({cpus:g} CPUs): use {fix}")
+
+
 def run_job(source: PairSource, encoder: Encoder, folder: Path, cfg: RayConfig,
             fault: Callable | None = None, progress: Callable[[int, int, float], None] | None = None) -> int:
     """Encode every pair not in a shard yet into ``folder``; returns how many pairs this run did."""
@@ -241,6 +254,7 @@ def run_job(source: PairSource, encoder: Encoder, folder: Path, cfg: RayConfig,
     from tqdm import tqdm
 
     ray = connect(cfg.address)
+    check_resources(ray.cluster_resources(), cfg)
     folder.mkdir(parents=True, exist_ok=True)
     table, recipe = _pair_table(source)
     n = len(table)

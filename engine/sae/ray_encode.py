@@ -57,14 +57,12 @@ def tables_from_codes(model, codes: pd.DataFrame, ids: np.ndarray, modality: np.
 class _EncodeShard:
     """Actor: the SAE loaded once; each call reads a shard's embeddings and writes its codes."""
 
-    def __init__(self, cache_path: str, name: str, folder: str, device: str, threads: int):
+    def __init__(self, cache_path: str, model, folder: str, device: str, threads: int):
         import torch
-
-        from engine.sae.store import load_sae
 
         torch.set_num_threads(max(1, threads))
         self.cache = EmbCache(cache_path)
-        self.model = load_sae(self.cache, name, device=device)
+        self.model = model.to(device).eval()  # shipped by the driver: workers need no access to the SAE's folder
         self.folder = Path(folder)
 
     def __call__(self, batch: dict) -> dict:
@@ -90,7 +88,7 @@ class _EncodeShard:
         return {"shard": np.asarray(batch["shard"]), "n_items": np.array(out)}
 
 
-def ray_codes(cache: EmbCache, name: str, ids: np.ndarray, cfg) -> pd.DataFrame:
+def ray_codes(cache: EmbCache, name: str, model, ids: np.ndarray, cfg) -> pd.DataFrame:
     """Every item's sparse code (id, atom, value), computed as a Ray job in shards of cfg.batch_size items."""
     from tqdm import tqdm
 
@@ -109,7 +107,7 @@ def ray_codes(cache: EmbCache, name: str, ids: np.ndarray, cfg) -> pd.DataFrame:
         ds = ds.map_batches(_EncodeShard, batch_size=1, batch_format="numpy",
                             compute=ray.data.ActorPoolStrategy(size=cfg.workers),
                             num_gpus=cfg.gpus_per_worker or None, num_cpus=cfg.cpus_per_worker,
-                            fn_constructor_kwargs={"cache_path": str(cache.path), "name": name, "folder": str(folder),
+                            fn_constructor_kwargs={"cache_path": str(cache.path), "model": model.cpu(), "folder": str(folder),
                                                    "device": "cuda" if cfg.gpus_per_worker > 0 else "cpu",
                                                    "threads": int(max(1, cfg.cpus_per_worker))})
         for row in ds.iter_rows():
@@ -155,7 +153,7 @@ def encode_stats(cache: EmbCache, name: str, engine: str = "local", cfg=None, ep
         cfg = cfg or RayConfig()
         items = cache.items()
         ids, modality = items["id"].to_numpy(), items["modality"].to_numpy()
-        codes = ray_codes(cache, name, ids, cfg)
+        codes = ray_codes(cache, name, model, ids, cfg)
         tables = tables_from_codes(model, codes, ids, modality, eps)
         counts = tables["atoms"]["class"].value_counts().to_dict()
         meta = {**meta, "eps": eps, "class_counts": {c: int(counts.get(c, 0)) for c in ("bimodal", "image", "text", "dead")}}
