@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/sae.py [--cache NAME] [--atoms 512] [--k 20] [--steps 300] [--batch-pairs 512]
     .venv/bin/python bench/sae.py --d 512 --atoms 4096 --k 32 --n 4096 --steps 8 --ev-rows 2048   # real scale
+    .venv/bin/python bench/sae.py --tables-items 1000000   # an atom's top items at 1M items (p50 over 100 atoms)
 
 Same embeddings (the cache's pairs, or synthetic pairs from engine.sae.synthetic when no cache is
 given), same initial atoms, same loop (stacked [images; texts] batches, MSE, Adam lr 5e-4 one-cycle,
@@ -117,6 +118,57 @@ class Runner:
         return time.perf_counter() - t0
 
 
+def tables_bench(items: int, d: int, atoms: int, k: int, repeats: int = 100) -> None:
+    """Build the per-atom tables of an SAE over a synthetic cache of ``items`` items and time one
+    atom's top 64 items: the memory-mapped arrays (``atom_top_items``) vs the DuckDB ``top_items``
+    table queried as before (``WHERE atom = ? AND modality = ?``), p50 over ``repeats`` atoms."""
+    import contextlib
+    import tempfile
+
+    from engine import store
+    from engine.gap.synthetic import write_random_cache
+    from engine.sae.pipeline import item_chunks
+    from engine.sae.tables import atom_top_items, encode_tables, write_tables
+
+    folder = Path(tempfile.mkdtemp(prefix="sae-tables-"))  # everything in a temp folder, removed at the end
+    t0 = time.perf_counter()
+    cache = write_random_cache(n=items // 2, d=d, folder=folder)
+    print(f"cache: {cache.name} ({items // 2} pairs, d={d}) in {time.perf_counter() - t0:.1f} s", flush=True)
+    model = MPSAE(d, atoms, k)
+    with contextlib.closing(store.connect_ro(cache.path)) as con:  # init atoms from the first 64k rows
+        x0 = store.fetch_array(con, "SELECT emb FROM embeddings WHERE id < 65536 ORDER BY id")
+    model.init_from_data(torch.tensor(x0), torch.Generator().manual_seed(0))
+    t0 = time.perf_counter()
+    t = encode_tables(model, item_chunks(cache), device="cpu")
+    t_enc = time.perf_counter() - t0
+    write_tables(folder, t)
+    t_write = time.perf_counter() - t0 - t_enc
+    print(f"tables: encoded {len(t.item_ids)} items ({atoms} atoms, k={k}) in {t_enc:.1f} s, wrote in {t_write:.1f} s",
+          flush=True)
+    db = folder / "top_items.duckdb"
+    with store.writing(db) as con:
+        con.register("_df", t.top_items_frame())
+        con.execute("CREATE TABLE top_items AS SELECT * FROM _df")
+    rng = np.random.default_rng(0)
+    picks = rng.choice(atoms, size=min(repeats, atoms), replace=False)
+    ms = {"arrays (atom_top_items)": [], "duckdb top_items table": []}
+    for a in picks:
+        t0 = time.perf_counter()
+        got = atom_top_items(folder, int(a), 64, "image")
+        ms["arrays (atom_top_items)"].append((time.perf_counter() - t0) * 1e3)
+        t0 = time.perf_counter()
+        ref = store.query_df(db, "SELECT rank, id, value FROM top_items WHERE atom = ? AND modality = ? AND rank < ? "
+                             "ORDER BY rank", [int(a), "image", 64])
+        ms["duckdb top_items table"].append((time.perf_counter() - t0) * 1e3)
+        assert got["id"].tolist() == ref["id"].tolist()
+    for name, v in ms.items():
+        print(f"{name:>24}: p50 {np.median(v):.3f} ms, p95 {np.percentile(v, 95):.3f} ms over {len(v)} atoms", flush=True)
+    print(f"p50 ratio duckdb/arrays = {np.median(ms['duckdb top_items table']) / np.median(ms['arrays (atom_top_items)']):.1f}x")
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cache", default=None)
@@ -130,8 +182,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads for both (default 1)")
     ap.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     ap.add_argument("--aligned-steps", type=int, default=None, help="steps of the β > 0 train_loop run (default --steps)")
+    ap.add_argument("--tables-items", type=int, default=0, help="instead: time an atom's top items at this many items")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.tables_items:
+        tables_bench(args.tables_items, args.d, args.atoms, min(args.k, 8))
+        return
     dev = pick_device(args.device)
     img_np, txt_np, source = load_pairs(args.cache, args.n, args.d)
     img, txt = torch.tensor(img_np, device=dev), torch.tensor(txt_np, device=dev)

@@ -9,6 +9,7 @@ from engine.core.registry import Registry
 
 METHOD_MODULES = [
     "engine.geodesics.method",
+    "engine.atoms.method",
 ]
 
 

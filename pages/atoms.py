@@ -7,12 +7,11 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from engine.atoms.interventions import decode_subset
-from engine.atoms.report import AtomsConfig, atoms_report, load_codes
+from engine.atoms import views as atom_views
+from engine.atoms.report import AtomsConfig
 from engine.embcache import EmbCache, list_caches
 from engine.gap import figures
-from engine.gap.metrics import normalise
-from engine.gap.projection import pca_2d, stack
+from engine.gap.projection import pca_2d
 from engine.gap.report import load_points
 from engine.sae import store as sae_store
 from ui import atoms_views as views
@@ -27,7 +26,7 @@ st.caption("A sparse autoencoder splits embeddings into atoms. Bimodal atoms fir
 
 @st.cache_data(ttl=5, show_spinner=False)
 def _caches() -> dict[str, str]:
-    return {c.name: str(c.path) for c in list_caches() if len(c.artifacts("sae"))}
+    return {c.name: str(c.path) for c in list_caches() if len(sae_store.list_saes(c))}
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -57,8 +56,9 @@ def _point_table(path: str) -> pd.DataFrame:
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _codes(path: str, sae: str):
-    return load_codes(EmbCache(path), sae)
+def _pairs(path: str) -> tuple[np.ndarray, np.ndarray]:
+    img, _, pid = EmbCache(path).pairs()
+    return img, pid
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -73,9 +73,14 @@ def _encoder(arch: str, pretrained: str | None):
     return Encoder(ModelSpec(arch, pretrained))
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def _report(path: str, sae: str, eps: float) -> dict:
-    return atoms_report(EmbCache(path), sae, AtomsConfig(eps=eps), codes=_codes(path, sae))
+@st.cache_data(ttl=5, show_spinner=False, max_entries=16)
+def _report(path: str, sae: str, eps: float):
+    """(report, bimodal map, its pair ids) of the built atoms artifact, or None: the page never builds."""
+    art = atom_views.find_atoms(EmbCache(path), sae, AtomsConfig(eps=eps))
+    if art is None:
+        return None
+    xy, pid = atom_views.bimodal_map(art)
+    return atom_views.read_report(art), xy, pid
 
 
 caches = _caches()
@@ -121,12 +126,8 @@ elif view == "Find atoms":
         if text:
             m = cache.manifest["model"]
             x = _encoder(m["arch"], m["pretrained"]).encode_texts([text])
-            from engine.atoms.arithmetic import encode_codes
-
-            z = encode_codes(_model(str(cache.path), sae), x)[0]
-            used = np.nonzero(z)[0]
-            code = pd.DataFrame({"atom": used, "value": z[used]}).sort_values("value", key=abs, ascending=False)
-            code = code.merge(table[["atom", "class", "mu"]], on="atom")
+            code = atom_views.code_of(_model(str(cache.path), sae), x[0])
+            code = code.merge(table[["atom", "class", "mu"]], on="atom", how="left")
             views.code_table(code, "find_text_code")
     with right:
         items = _items(str(cache.path))
@@ -149,9 +150,12 @@ elif view == "Atom map":
     views.atom_map(xy, table, colour)
 
 elif view == "Interventions":
-    with st.status("Encoding, intervening, measuring…", expanded=False) as status:
-        rep = _report(str(cache.path), sae, eps)
-        status.update(label="Interventions", state="complete")
+    built = _report(str(cache.path), sae, eps)
+    if built is None:
+        st.info(f"The interventions at ε = {eps:g} are not built yet. Build them (once) with "
+                f"`geolens atoms build --cache {cache.name} --sae {sae} --eps {eps:g}`, then reload.")
+        st.stop()
+    rep, xy, map_pairs = built
     df = pd.DataFrame(rep["interventions"]).set_index("variant")
     st.caption(rep["note"])
     st.dataframe(df, width="stretch", key="interventions_table")
@@ -161,28 +165,30 @@ elif view == "Interventions":
     fig.update_layout(barmode="group", height=320, margin=dict(t=20))
     st.plotly_chart(fig, width="stretch", key="interventions_chart")
     st.markdown("**Joint map of the bimodal-only embeddings** (PCA; compare with the Modality gap page)")
-    codes = _codes(str(cache.path), sae)
-    keep = (table.sort_values("atom")["class"] == "bimodal").to_numpy()
-    bi, bt = normalise(decode_subset(codes.z_img, codes.D, keep)), normalise(decode_subset(codes.z_txt, codes.D, keep))
-    fig, info_map = figures.joint_map(pca_2d(stack(bi, bt)), _point_table(str(cache.path)))
-    st.plotly_chart(fig, width="stretch", key="bimodal_map")
+    points = _point_table(str(cache.path))
+    if len(map_pairs) == len(points) // 2:
+        fig, info_map = figures.joint_map(xy, points)
+        st.plotly_chart(fig, width="stretch", key="bimodal_map")
+    else:
+        st.caption(f"measured on a sample of {len(map_pairs)} pairs; the map is drawn for the full cache only")
 
 else:  # Vector arithmetic
     from engine.atoms.arithmetic import edit_queries, search
     from engine.atoms.interventions import ood_score
 
-    codes = _codes(str(cache.path), sae)
+    x_img, pair_ids = _pairs(str(cache.path))
+    model = _model(str(cache.path), sae)
     c1, c2 = st.columns([1, 2])
-    row = c1.number_input("Source image (row)", 0, len(codes.pair_ids) - 1, 0, key="va_row")
+    row = c1.number_input("Source image (row)", 0, len(pair_ids) - 1, 0, key="va_row")
     edit = c2.text_input("Edit text", value="blue", key="va_edit")
-    views.image_grid(cache, [2 * int(codes.pair_ids[row])], ["source"], cols=1)
+    views.image_grid(cache, [2 * int(pair_ids[row])], ["source"], cols=1)
     if edit:
         m = cache.manifest["model"]
         x_edit = _encoder(m["arch"], m["pretrained"]).encode_texts([edit])[0]
         keep = (table.sort_values("atom")["class"] == "bimodal").to_numpy()
-        qs = edit_queries(_model(str(cache.path), sae), codes.D, codes.bias, keep, codes.x_img[row:row + 1], x_edit)
+        qs = edit_queries(model, D, model.bias.detach().cpu().numpy(), keep, x_img[row:row + 1], x_edit)
         for qname, q in qs.items():
-            idx, sims = search(q, codes.x_img, top=8, exclude=np.array([row]))
-            st.markdown(f"**{qname}** — OOD score {float(ood_score(q, codes.x_img)[0]):.4f} "
+            idx, sims = search(q, x_img, top=8, exclude=np.array([row]))
+            st.markdown(f"**{qname}** — OOD score {float(ood_score(q, x_img)[0]):.4f} "
                         "(cosine distance to the 5th nearest real image; lower = more in-distribution)")
-            views.image_grid(cache, 2 * codes.pair_ids[idx[0]], [f"{s:.3f}" for s in sims[0]], cols=8)
+            views.image_grid(cache, 2 * pair_ids[idx[0]], [f"{s:.3f}" for s in sims[0]], cols=8)

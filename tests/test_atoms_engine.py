@@ -51,3 +51,39 @@ def test_ood_score_is_cosine_distance_to_fifth_nearest():
     assert iv.ood_score(q, gallery, k=5)[0] == pytest.approx(1 - np.cos(np.pi / 3))
     comp = iv.compose(np.array([[1.0, 0]]), np.array([0, 1.0]))
     np.testing.assert_allclose(comp, [[2 ** -0.5, 2 ** -0.5]])
+
+
+def test_torch_reconstruct_equals_the_numpy_variants():
+    import torch
+
+    from engine.sae.learners import TopKSAE
+
+    g = torch.Generator().manual_seed(3)
+    model = TopKSAE(6, 12, 3)
+    with torch.no_grad():
+        model.bias.copy_(torch.randn(6, generator=g) * 0.1)
+    xi = torch.nn.functional.normalize(torch.randn(23, 6, generator=g), dim=1).numpy()
+    xt = torch.nn.functional.normalize(torch.randn(23, 6, generator=g), dim=1).numpy()
+    bimodal = np.arange(12) % 3 == 0
+    with torch.no_grad():
+        Zi, Zt = model.encode(torch.from_numpy(xi)).numpy(), model.encode(torch.from_numpy(xt)).numpy()
+    D, b = model.dictionary().detach().numpy(), model.bias.detach().numpy()
+    want = iv.variants(xi, xt, Zi, Zt, D, bimodal, b)
+    got = iv.variants_from(xi, xt, iv.reconstruct(model, xi, bimodal, chunk=5), iv.reconstruct(model, xt, bimodal, chunk=7))
+    assert got.keys() == want.keys()
+    for name in want:
+        for a, w in zip(got[name], want[name]):
+            np.testing.assert_allclose(a, w, atol=1e-5, err_msg=name)
+
+
+def test_nearest_atoms_hand_made_dictionary():
+    from engine.atoms.views import nearest_atoms
+
+    D = np.array([[1.0, 0], [0.6, 0.8], [0, 2.0], [-1.0, 0], [3.0, 0.0]])  # atom 4 is atom 0 scaled: cosine 1
+    idx, cos = nearest_atoms(D, 0, k=3, chunk=2)
+    assert idx.tolist() == [4, 1, 2]
+    np.testing.assert_allclose(cos, [1.0, 0.6, 0.0], atol=1e-6)
+    idx, cos = nearest_atoms(D, 3, k=10)  # fewer atoms than k: every other atom, farthest last
+    assert idx.tolist()[-2:] in ([0, 4], [4, 0]) and len(idx) == 4
+    with pytest.raises(IndexError, match="atoms 0..4"):
+        nearest_atoms(D, 5)

@@ -78,7 +78,7 @@ def test_epoch_batches_cover_every_row_once(n, block, window):
 def small_cache(tmp_path_factory):
     from engine.gap.synthetic import write_random_cache
 
-    return write_random_cache(n=203, d=16, folder=tmp_path_factory.mktemp("stream"), chunk=64)
+    return write_random_cache(n=203, d=16, folder=tmp_path_factory.mktemp("stream"))
 
 
 @pytest.mark.parametrize("arch", ["mp", "topk"])
@@ -109,3 +109,88 @@ def test_init_sample_is_the_same_for_every_source(small_cache, monkeypatch):
     xc, rc = init_sample(CacheSource(small_cache, block=16), torch.Generator().manual_seed(1))
     assert len(ra) == 50 and torch.equal(ra, rc) and torch.equal(xa, xc)
     torch.testing.assert_close(xa, torch.from_numpy(np.concatenate([img, txt])[ra.numpy()]))
+
+
+def test_chunked_tables_equal_the_dense_reference(tmp_path):
+    """encode_tables in chunks of 7 items == the pandas tables built from dense codes of all items at once."""
+    import pandas as pd
+
+    from engine.sae import stats, tables
+
+    g = torch.Generator().manual_seed(2)
+    model = MPSAE(6, 10, 3)
+    n = 41
+    x = torch.nn.functional.normalize(torch.randn(n, 6, generator=g), dim=1).numpy()
+    ids = np.arange(100, 100 + n)[::-1].copy()  # unsorted on purpose
+    modality = np.where(np.arange(n) % 3 == 0, "image", "text")
+    with torch.no_grad():
+        z = model.encode(torch.from_numpy(x)).numpy()
+    codes = stats.sparse_codes(z, ids)
+    modality_of = pd.Series(modality, index=ids)
+    n_items = {m: int((modality == m).sum()) for m in ("image", "text")}
+    want_atoms = stats.atom_stats(codes, modality_of, n_items, 10)
+    want_top = stats.top_items(codes, modality_of, 4)
+    want_hist = stats.histograms(codes, modality_of, 5)
+
+    got = stats.compute_stats(model, ids, x, modality, n_top=4, bins=5, chunk=7)
+    cols = [c for c in want_atoms.columns]
+    pd.testing.assert_frame_equal(got["atoms"][cols], want_atoms, check_dtype=False, rtol=1e-5)
+    pd.testing.assert_frame_equal(got["top_items"], want_top, check_dtype=False)
+    key = ["atom", "modality", "bin"]
+    pd.testing.assert_frame_equal(got["histograms"].sort_values(key).reset_index(drop=True),
+                                  want_hist.sort_values(key).reset_index(drop=True), check_dtype=False)
+    pd.testing.assert_frame_equal(got["codes"].sort_values(["id", "atom"]).reset_index(drop=True),
+                                  codes.sort_values(["id", "atom"]).reset_index(drop=True), check_dtype=False)
+
+    tables.write_tables(tmp_path, got["arrays"])
+    busiest = int(want_top.groupby("atom").size().idxmax())
+    for mod in ("image", "text"):
+        ref = want_top[(want_top["atom"] == busiest) & (want_top["modality"] == mod)]
+        top = tables.atom_top_items(tmp_path, busiest, k=4, modality=mod)
+        assert top["id"].tolist() == ref["id"].tolist() and top["rank"].tolist() == ref["rank"].tolist()
+        np.testing.assert_allclose(top["value"], ref["value"])
+    for atom in range(10):  # codes by atom: every item using it, largest value first
+        ref = codes[codes["atom"] == atom].sort_values(["value", "id"], ascending=[False, True])
+        got_a = tables.atom_codes(tmp_path, atom)
+        assert sorted(got_a["id"].tolist()) == sorted(ref["id"].tolist())
+        assert (np.diff(got_a["value"].to_numpy()) <= 0).all()
+    item = int(ids[5])
+    code = tables.item_code(tmp_path, item)
+    nz = np.nonzero(z[5])[0]
+    assert sorted(code["atom"].tolist()) == nz.tolist()
+    np.testing.assert_allclose(code.set_index("atom").loc[nz, "value"], z[5, nz], rtol=1e-6)
+    assert tables.item_code(tmp_path, 99).empty
+    with pytest.raises(IndexError, match="atoms 0..9"):
+        tables.atom_top_items(tmp_path, 10)
+
+
+def test_streamed_evaluation_equals_in_memory(small_cache):
+    from engine.sae.metrics import evaluate, evaluate_source
+
+    img, txt, _ = small_cache.pairs()
+    model = MPSAE(16, 24, 3)
+    model.init_from_data(torch.from_numpy(np.concatenate([img, txt])), torch.Generator().manual_seed(0))
+    want = evaluate(model, img, txt)
+    got = evaluate_source(model, CacheSource(small_cache, block=16), chunk=50)
+    assert got.keys() == want.keys()
+    for k in want:
+        assert got[k] == pytest.approx(want[k], abs=2e-6), k
+
+
+def test_sae_epoch_runs_one_epoch_of_steps(small_cache, monkeypatch):
+    import engine.sae.train as train
+
+    calls = []
+    real = train.train_source
+
+    def spy(model, source, cfg, *a, **kw):
+        out = real(model, source, cfg, *a, **kw)
+        calls.append((type(source).__name__, out["steps_run"]))
+        return out
+
+    monkeypatch.setattr(train, "train_source", spy)
+    cfg = SAEConfig(atoms=24, k=3, batch_pairs=64, stream_block=32, stream_window=2)
+    img, txt, _ = small_cache.pairs()
+    assert train.sae_epoch(small_cache, cfg, device="cpu") > 0
+    assert train.sae_epoch((img, txt), cfg, device="cpu") > 0
+    assert calls == [("CacheSource", 4), ("ArraySource", 4)]  # ceil(203 / 64) steps each

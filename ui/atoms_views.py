@@ -6,6 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from engine.atoms.views import nearest_atoms
 from engine.embcache import EmbCache
 from engine.sae import store as sae_store
 
@@ -106,10 +107,8 @@ def atom_detail(cache: EmbCache, sae: str, atom: int, table: pd.DataFrame, D: np
     c1, c2 = st.columns(2)
     with c1:
         st.markdown("**Nearest atoms (dictionary cosine)**")
-        Dn = D / np.maximum(np.linalg.norm(D, axis=1, keepdims=True), 1e-12)
-        cos = Dn @ Dn[atom]
-        near = [int(j) for j in np.argsort(-cos) if j != atom][:8]
-        st.dataframe(pd.DataFrame({"atom": near, "cosine": cos[near].round(4),
+        near, cos = nearest_atoms(D, atom, 8)
+        st.dataframe(pd.DataFrame({"atom": near, "cosine": cos.round(4),
                                    "class": table.set_index("atom").loc[near, "class"].to_numpy()}), hide_index=True)
     with c2:
         prof = factor_profile(factors, kinds, np.concatenate([ti["id"].to_numpy(), tt["id"].to_numpy()]))

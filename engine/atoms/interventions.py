@@ -73,3 +73,42 @@ def ood_score(queries: np.ndarray, gallery: np.ndarray, k: int = 5) -> np.ndarra
     sims = normalise(np.atleast_2d(queries)) @ normalise(gallery).T
     kth = -np.partition(-sims, k - 1, axis=1)[:, k - 1]
     return 1.0 - kth
+
+
+def reconstruct(model, x: np.ndarray, bimodal: np.ndarray, chunk: int = 4096, device=None) -> dict[str, np.ndarray]:
+    """The SAE's decodings of x (n, d) in torch, ``chunk`` rows at a time on the model's device:
+    ``reconstructed`` x̂ = z D + b, ``bimodal_only`` Σ_{k∈B} z_k D_k, ``unimodal_only`` the complement
+    (no bias, as in the paper). Memory O(chunk · m + n · d): no dense (n, m) code matrix is kept."""
+    import torch
+
+    from engine.sae.train import cpu_threads
+
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(dev).eval()
+    keep = torch.as_tensor(np.asarray(bimodal, dtype=bool), device=dev)
+    out = {k: np.empty((len(x), model.d), dtype=np.float32) for k in ("reconstructed", "bimodal_only", "unimodal_only")}
+    with torch.no_grad(), cpu_threads(dev, model):
+        D = model.dictionary()
+        for s in range(0, len(x), chunk):
+            z = model.encode(torch.as_tensor(np.asarray(x[s:s + chunk], dtype=np.float32), device=dev))
+            zb = z * keep
+            bim = zb @ D
+            uni = (z - zb) @ D
+            out["bimodal_only"][s:s + chunk] = bim.cpu().numpy()
+            out["unimodal_only"][s:s + chunk] = uni.cpu().numpy()
+            out["reconstructed"][s:s + chunk] = (bim + uni + model.bias).cpu().numpy()
+    return out
+
+
+def variants_from(x_img: np.ndarray, x_txt: np.ndarray, rec_img: dict, rec_txt: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``variants`` from the decodings of ``reconstruct`` (images, captions), before normalisation."""
+    rec_i, rec_t = rec_img["reconstructed"], rec_txt["reconstructed"]
+    delta = rec_i.mean(0, dtype=np.float64) - rec_t.mean(0, dtype=np.float64)
+    return {
+        "original": (x_img, x_txt),
+        "reconstructed": (rec_i, rec_t),
+        "bimodal_only": (rec_img["bimodal_only"], rec_txt["bimodal_only"]),
+        "unimodal_only": (rec_img["unimodal_only"], rec_txt["unimodal_only"]),
+        "mean_centred": (rec_i - rec_i.mean(0, dtype=np.float64), rec_t - rec_t.mean(0, dtype=np.float64)),
+        "shifted": (rec_i - delta / 2, rec_t + delta / 2),
+    }

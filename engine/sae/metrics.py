@@ -50,3 +50,46 @@ def evaluate(model: DictionaryLearner, img: np.ndarray, txt: np.ndarray) -> dict
            **code_metrics(z),
            "l0_image": code_metrics(z[:n])["l0"], "l0_text": code_metrics(z[n:])["l0"]}
     return {k: round(v, 6) for k, v in out.items()}
+
+
+@torch.no_grad()
+def evaluate_source(model: DictionaryLearner, source, chunk: int = 8192, device: torch.device | str | None = None) -> dict:
+    """``evaluate`` over a ``engine.sae.stream`` pair source, ``chunk`` pairs at a time (memory O(chunk)).
+
+    Sums in float64: EV = 1 − Σ‖x − x̂‖² / (Σ‖x‖² − n‖x̄‖²) per modality and over both.
+    """
+    from engine.sae.train import cpu_threads
+
+    model.eval()
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    d, m = source.d, model.atoms
+    acc = {mod: {"n": 0, "sx": torch.zeros(d, dtype=torch.float64, device=dev), "sxx": 0.0, "res": 0.0, "nnz": 0}
+           for mod in ("image", "text")}
+    active = torch.zeros(m, dtype=torch.bool, device=dev)
+    with cpu_threads(dev, model):
+        for s in range(0, source.n, chunk):
+            img, txt = source.fetch(torch.arange(s, min(source.n, s + chunk)))
+            for mod, x in (("image", img), ("text", txt)):
+                x = x.to(dev)
+                z, x_hat = model(x)
+                a, x64 = acc[mod], x.double()
+                a["n"] += x.shape[0]
+                a["sx"] += x64.sum(0)
+                a["sxx"] += float((x64 ** 2).sum())
+                a["res"] += float(((x64 - x_hat.double()) ** 2).sum())
+                nz = z != 0
+                a["nnz"] += int(nz.sum())
+                active |= nz.any(0)
+
+    def ev(parts):
+        n = sum(a["n"] for a in parts)
+        sx = sum(a["sx"] for a in parts)
+        total = sum(a["sxx"] for a in parts) - float((sx ** 2).sum()) / n
+        return 1.0 - sum(a["res"] for a in parts) / total if total > 0 else float("nan")
+
+    i, t = acc["image"], acc["text"]
+    n = i["n"] + t["n"]
+    out = {"ev": ev([i, t]), "ev_image": ev([i]), "ev_text": ev([t]), "mse": (i["res"] + t["res"]) / (n * d),
+           "l0": (i["nnz"] + t["nnz"]) / n, "dead_fraction": float((~active).double().mean()),
+           "l0_image": i["nnz"] / i["n"], "l0_text": t["nnz"] / t["n"]}
+    return {k: round(v, 6) for k, v in out.items()}

@@ -1,19 +1,25 @@
-"""Train an SAE on a cache and store everything a page needs, under ``cache.artifact_dir/sae/<name>/``:
+"""Train an SAE on a cache and store everything a page needs as an ``engine.core.artifacts``
+artifact of kind ``sae``: key = hash(SAEConfig, the cache's manifest key, ``SAE_VERSION``), written
+atomically (a ``.partial`` folder renamed into place), with a human name in its manifest:
 
   config.json         the SAEConfig
   meta.json           provenance (cache, d, n_pairs, engine version), training summary, metrics
   weights.safetensors the learner's state dict
-  checkpoint.pt       only while training (resume point); removed when done
+  checkpoint.pt       only while training, in the partial folder (resume point); removed when done
   stats.duckdb        atom statistics, top items, histograms, item codes (``engine.sae.stats``)
+  *.npy               per-atom top items and codes by atom / by item (``engine.sae.tables``)
 
-and linked from the cache's ``artifacts`` table as kind ``sae``.
+Training streams the cache block by block (``engine.sae.stream.CacheSource``) and the statistics
+are one chunked pass of the encoder over every item, so memory stays O(block), not O(N).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -21,16 +27,21 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from engine import ENGINE_VERSION
-from engine.config import atomic_write_text, stable_hash
+from engine import ENGINE_VERSION, store
+from engine.config import atomic_write_text
+from engine.core import artifacts
 from engine.embcache import EmbCache, image_id, text_id
 from engine.paths import disk_full, is_disk_full
 from engine.sae.config import SAEConfig
 from engine.sae.learners import DictionaryLearner, make_learner
-from engine.sae.metrics import evaluate
-from engine.sae.stats import DEFAULT_EPS, compute_stats, write_stats
+from engine.sae.metrics import evaluate_source
+from engine.sae.stats import DEFAULT_EPS, tables_from, write_stats
 
 WEIGHTS, CONFIG, META, CHECKPOINT, STATS = "weights.safetensors", "config.json", "meta.json", "checkpoint.pt", "stats.duckdb"
+KIND = "sae"
+SAE_VERSION = "2"
+"""Bumped when training or the stored tables change (part of every SAE's key)."""
+ITEM_CHUNK = 8192
 
 
 def default_config(cache: EmbCache, **overrides) -> SAEConfig:
@@ -40,15 +51,47 @@ def default_config(cache: EmbCache, **overrides) -> SAEConfig:
     return SAEConfig(**cfg)
 
 
+def cache_key(cache: EmbCache) -> str:
+    """The cache's identity as an artifact input: its manifest key (content, not path)."""
+    return str(cache.manifest["key"])
+
+
+def key_config(cfg: SAEConfig, name: str | None = None) -> dict:
+    """What an SAE's key hashes besides the cache: the config, and a name given by hand (``--name``),
+    so the same settings trained under two names are two SAEs."""
+    return {**cfg.to_dict(), **({"name": name} if name else {})}
+
+
+def sae_key(cache: EmbCache, cfg: SAEConfig, name: str | None = None) -> str:
+    return artifacts.artifact_key(KIND, key_config(cfg, name), [cache_key(cache)], SAE_VERSION)
+
+
 def sae_name(cache: EmbCache, cfg: SAEConfig) -> str:
-    """Readable name plus a hash of every input (cache identity, config, engine version)."""
-    key = stable_hash({"cache": cache.name, "n_pairs": cache.manifest["n_pairs"], "config": cfg.to_dict(),
-                       "engine": ENGINE_VERSION})
-    return f"{cfg.arch}-m{cfg.atoms}-k{cfg.k}-b{cfg.beta:g}-s{cfg.seed}-{key[:8]}"
+    """Readable name plus the start of the artifact key (which hashes the cache, config and version)."""
+    return f"{cfg.arch}-m{cfg.atoms}-k{cfg.k}-b{cfg.beta:g}-s{cfg.seed}-{sae_key(cache, cfg)[:8]}"
+
+
+def list_artifacts(cache: EmbCache) -> list[artifacts.Artifact]:
+    """The finished SAE artifacts trained on ``cache``, oldest first (reads manifests only)."""
+    return artifacts.list(KIND, of=cache_key(cache))
+
+
+def find_sae(cache: EmbCache, name: str) -> artifacts.Artifact | None:
+    """The SAE artifact of ``cache`` with this name or key, or None. Never writes."""
+    for art in reversed(list_artifacts(cache)):
+        if name in (art.name, art.key):
+            return art
+    return None
 
 
 def sae_dir(cache: EmbCache, name: str) -> Path:
-    return cache.artifact_dir / "sae" / name
+    """The folder of a finished SAE; a clear error names the SAEs that exist."""
+    art = find_sae(cache, name)
+    if art is None:
+        have = ", ".join(a.name for a in list_artifacts(cache)) or "none"
+        raise FileNotFoundError(f"no SAE {name!r} on cache {cache.name} (SAEs: {have}); "
+                                f"train one with `geolens train-sae --cache {cache.name}`")
+    return art.path
 
 
 def save_weights(model: DictionaryLearner, folder: Path, replace: bool = True) -> Path:
@@ -96,71 +139,92 @@ def anchor_table(model: DictionaryLearner, pair_ids: np.ndarray, top: int = 5) -
                          "id": ids.reshape(-1).astype(np.int64), "weight": w.reshape(-1).astype(np.float32)})
 
 
+def item_chunks(cache: EmbCache, chunk: int = ITEM_CHUNK) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Every item of the cache, ``chunk`` ids at a time, ascending: (ids, embeddings, is_image)."""
+    with contextlib.closing(store.connect_ro(cache.path)) as con:
+        lo, hi = con.execute("SELECT min(id), max(id) FROM embeddings").fetchone()
+    if lo is None:
+        return
+    d = int(cache.manifest["dim"])
+    for a in range(int(lo), int(hi) + 1, chunk):
+        with contextlib.closing(store.connect_ro(cache.path)) as con:
+            tbl = con.sql("SELECT e.id, i.modality = 'image' AS img, e.emb FROM embeddings e JOIN items i USING (id) "
+                          "WHERE e.id BETWEEN ? AND ? ORDER BY e.id", params=[a, a + chunk - 1]).to_arrow_table()
+        if tbl.num_rows == 0:
+            continue
+        col = tbl.column(2).combine_chunks()
+        x = col.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(tbl.num_rows, d)
+        yield tbl.column(0).to_numpy().astype(np.int64), x, tbl.column(1).to_numpy(zero_copy_only=False).astype(bool)
+
+
 def write_artifact_stats(cache: EmbCache, model: DictionaryLearner, folder: Path, meta: dict,
-                         pair_ids: np.ndarray, eps: float = DEFAULT_EPS) -> dict:
-    ids, x = cache.embeddings()
-    modality = cache.items().set_index("id")["modality"].reindex(ids).to_numpy()
-    tables = compute_stats(model, ids, x, modality, eps=eps)
+                         pair_ids: np.ndarray, eps: float = DEFAULT_EPS, progress=None) -> dict:
+    """Encode every item (chunked, on the model's device) and write stats.duckdb and the atom tables."""
+    from engine.core.progress import Tracker
+    from engine.sae.tables import encode_tables, write_tables
+
+    with contextlib.closing(store.connect_ro(cache.path)) as con:
+        n_items = int(con.execute("SELECT count(*) FROM embeddings").fetchone()[0])
+    sink = progress if progress is not None else None
+    with Tracker(total=n_items, unit="item", stage="sae stats", sink=sink) as track:
+        t = encode_tables(model, item_chunks(cache), progress=track.update)
+    tables = tables_from(model, t, eps)
     counts = tables["atoms"]["class"].value_counts().to_dict()
     meta = {**meta, "eps": eps, "class_counts": {c: int(counts.get(c, 0)) for c in ("bimodal", "image", "text", "dead")}}
+    write_tables(folder, t)
     write_stats(folder / STATS, tables, meta, anchor_table(model, pair_ids))
     return meta
 
 
 def train_on_cache(cache: EmbCache, cfg: SAEConfig, name: str | None = None, force: bool = False,
                    progress=None, device: str | None = None, show_bar: bool = True) -> tuple[str, dict]:
-    """Train (or resume, or reuse) an SAE on ``cache``; returns (name, meta)."""
-    name = name or sae_name(cache, cfg)
-    folder = sae_dir(cache, name)
-    folder.mkdir(parents=True, exist_ok=True)
-    if not force and (folder / STATS).exists() and (folder / META).exists():
-        return name, json.loads((folder / META).read_text())
-    old = folder / CONFIG
-    if old.exists() and SAEConfig.load_json(old) != cfg:
-        (folder / CHECKPOINT).unlink(missing_ok=True)  # a different config under this name: start over
-    if force:
-        (folder / CHECKPOINT).unlink(missing_ok=True)
-    cfg.save_json(folder / CONFIG)
-    img, txt, pair_ids = cache.pairs()
-    if len(pair_ids) < 2:
-        raise ValueError(f"cache {cache.name} has {len(pair_ids)} complete pairs; an SAE needs more")
-    model = make_learner(cfg.arch, img.shape[1], cfg.atoms, cfg.k, **cfg.learner_kwargs())
-    _resume_note(folder / CHECKPOINT, cfg, len(pair_ids))
+    """Train (or resume, or reuse) an SAE on ``cache``; returns (name, meta).
+
+    The pairs are streamed from the cache (``cfg.stream_block`` pairs at a time); an interrupted
+    run resumes from the checkpoint in the artifact's partial folder; ``force`` retrains.
+    """
+    from engine.sae.stream import CacheSource
+
+    explicit = name if name and name != sae_name(cache, cfg) else None
+    key = sae_key(cache, cfg, explicit)
+    found = artifacts.find(KIND, key)
+    if found is not None and not force:
+        return found.name, json.loads(found.file(META).read_text())
+    name = explicit or sae_name(cache, cfg)
+    source = CacheSource(cache, cfg.stream_block, cfg.stream_window)
+    if source.n < 2:
+        raise ValueError(f"cache {cache.name} has {source.n} complete pairs; an SAE needs more")
+    writer = artifacts.writing(KIND, key_config(cfg, explicit), [cache_key(cache)], SAE_VERSION, name=name, resume=not force)
+    folder = artifacts.folder(KIND, key).with_name(key + artifacts.PARTIAL)
     try:
-        return _train_and_write(cache, cfg, name, folder, model, img, txt, pair_ids, progress, device, show_bar)
+        with writer as w:
+            folder = w.path
+            cfg.save_json(folder / CONFIG)
+            _resume_note(folder / CHECKPOINT, cfg, source.n)
+            meta = _train_and_write(cache, cfg, name, w, source, progress, device, show_bar)
     except Exception as exc:
-        if is_disk_full(exc):  # every file below is written to a temp name first: the old SAE stays whole
-            raise disk_full(folder, exc) from exc
+        if is_disk_full(exc):  # everything is written inside the partial folder: the finished SAE stays whole
+            raise disk_full(f"{folder} (SAE {name})", exc) from exc
         raise
-
-
-def _train_and_write(cache, cfg, name, folder, model, img, txt, pair_ids, progress, device, show_bar) -> tuple[str, dict]:
-    t0 = time.perf_counter()
-    summary = train_loop_on(model, img, txt, cfg, folder / CHECKPOINT, progress, device, show_bar)
-    new_weights = save_weights(model, folder, replace=False)  # renamed into place once stats and meta are written
-    try:
-        return _write_artifact(cache, cfg, name, folder, model, img, txt, pair_ids, summary, new_weights, t0)
-    finally:
-        new_weights.unlink(missing_ok=True)  # renamed into place on success; a failed write leaves no stray file
-
-
-def _write_artifact(cache, cfg, name, folder, model, img, txt, pair_ids, summary, new_weights, t0) -> tuple[str, dict]:
-    metrics = evaluate(model, img, txt)
-    meta = {"name": name, "cache": cache.name, "d": int(img.shape[1]), "n_pairs": int(len(pair_ids)),
-            "engine_version": ENGINE_VERSION, "config": cfg.to_dict(), "metrics": metrics,
-            "train": {k: v for k, v in summary.items() if k != "history"}, "history": summary["history"]}
-    meta = write_artifact_stats(cache, model, folder, meta, pair_ids)
-    meta["seconds_total"] = round(time.perf_counter() - t0, 2)
-    atomic_write_text(folder / META, json.dumps(meta, indent=1, default=float))
-    new_weights.replace(folder / WEIGHTS)
-    cache.register_artifact("sae", name, folder, {"config": cfg.to_dict(), "metrics": metrics,
-                                                  "class_counts": meta["class_counts"]})
-    (folder / CHECKPOINT).unlink(missing_ok=True)
     return name, meta
 
 
-def train_loop_on(model, img, txt, cfg, checkpoint, progress, device, show_bar) -> dict:
-    from engine.sae.train import train_loop
+def _train_and_write(cache, cfg: SAEConfig, name: str, w, source, progress, device, show_bar) -> dict:
+    from engine.sae.train import train_source
 
-    return train_loop(model, torch.tensor(img), torch.tensor(txt), cfg, checkpoint=checkpoint,
-                      progress=progress, device=device, show_bar=show_bar)
+    folder = w.path
+    model = make_learner(cfg.arch, source.d, cfg.atoms, cfg.k, **cfg.learner_kwargs())
+    t0 = time.perf_counter()
+    summary = train_source(model, source, cfg, folder / CHECKPOINT, progress, device, show_bar)
+    metrics = evaluate_source(model, source)
+    meta = {"name": name, "key": w.key, "cache": cache.name, "cache_key": cache_key(cache), "d": int(source.d),
+            "n_pairs": int(source.n), "engine_version": ENGINE_VERSION, "config": cfg.to_dict(), "metrics": metrics,
+            "train": {k: v for k, v in summary.items() if k != "history"}, "history": summary["history"]}
+    meta = write_artifact_stats(cache, model, folder, meta, source.pair_ids)
+    save_weights(model, folder)
+    meta["seconds_total"] = round(time.perf_counter() - t0, 2)
+    atomic_write_text(folder / META, json.dumps(meta, indent=1, default=float))
+    (folder / CHECKPOINT).unlink(missing_ok=True)
+    w.meta.update({"cache": cache.name, "metrics": metrics, "class_counts": meta["class_counts"],
+                   "seconds_total": meta["seconds_total"], "pairs_per_s": summary["pairs_per_s"]})
+    return meta

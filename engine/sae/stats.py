@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd
 
 from engine import store
-from engine.sae.metrics import encode_all
 
 CLASSES = ("bimodal", "image", "text", "dead")
 DEFAULT_EPS = 0.05
@@ -93,17 +92,27 @@ def histograms(codes: pd.DataFrame, modality_of: pd.Series, bins: int = 20) -> p
 
 
 def compute_stats(model, ids: np.ndarray, x: np.ndarray, modality: np.ndarray, eps: float = DEFAULT_EPS,
-                  n_top: int = 64, bins: int = 20) -> dict[str, pd.DataFrame]:
-    """Every table of stats.duckdb (except meta/anchors) for items ``ids`` (N,) with embeddings x (N, d)."""
-    z, _ = encode_all(model, x)
-    codes = sparse_codes(z, np.asarray(ids))
-    modality_of = pd.Series(np.asarray(modality), index=np.asarray(ids))
-    n_items = {m: int((modality == m).sum()) for m in ("image", "text")}
+                  n_top: int = 64, bins: int = 20, chunk: int = 8192, device=None) -> dict:
+    """Every table of stats.duckdb (except meta/anchors) for items ``ids`` (N,) with embeddings x (N, d).
+
+    Encodes ``chunk`` items at a time in torch (``engine.sae.tables.encode_tables``); the per-atom
+    arrays of ``engine.sae.tables`` come back under ``"arrays"`` for ``write_tables``.
+    """
+    from engine.sae.tables import array_chunks, encode_tables
+
+    t = encode_tables(model, array_chunks(np.asarray(ids), x, np.asarray(modality) == "image", chunk), n_top, device)
+    return tables_from(model, t, eps, bins)
+
+
+def tables_from(model, t, eps: float = DEFAULT_EPS, bins: int = 20) -> dict:
+    """stats.duckdb's tables from an ``engine.sae.tables.Tables`` pass."""
+    from engine.sae.tables import histograms_from
+
     D = model.dictionary().detach().cpu().numpy()
-    atoms = atom_stats(codes, modality_of, n_items, D.shape[0], eps)
+    atoms = t.atom_table(eps)
     atoms["norm"] = np.linalg.norm(D, axis=1).astype(np.float32)
-    return {"atoms": atoms, "top_items": top_items(codes, modality_of, n_top),
-            "histograms": histograms(codes, modality_of, bins), "codes": codes, "dictionary": D}
+    return {"atoms": atoms, "top_items": t.top_items_frame(), "histograms": histograms_from(t, bins),
+            "codes": t.codes(), "dictionary": D, "arrays": t}
 
 
 def write_stats(path: Path, tables: dict, meta: dict, anchors: pd.DataFrame | None = None) -> Path:

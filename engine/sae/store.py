@@ -16,7 +16,8 @@ from engine import store
 from engine.embcache import EmbCache, open_cache
 from engine.sae.config import SAEConfig
 from engine.sae.learners import DictionaryLearner, make_learner
-from engine.sae.pipeline import CONFIG, META, STATS, WEIGHTS, sae_dir
+from engine.sae import tables
+from engine.sae.pipeline import CONFIG, META, STATS, WEIGHTS, list_artifacts, sae_dir
 from engine.sae.stats import classify
 
 MODALITIES = ("image", "text")
@@ -27,22 +28,26 @@ def _cache(cache: EmbCache | str) -> EmbCache:
 
 
 def _stats(cache, name: str) -> Path:
-    path = sae_dir(_cache(cache), name) / STATS
+    path = sae_dir(_cache(cache), name) / STATS  # sae_dir names the SAEs that exist when this one does not
     if not path.exists():
-        raise FileNotFoundError(f"no SAE {name!r} on cache {_cache(cache).name}; "
-                                f"train one with `geolens train-sae --cache {_cache(cache).name}`")
+        raise FileNotFoundError(f"SAE {name!r} on cache {_cache(cache).name} has no {STATS}; "
+                                f"retrain it with `geolens train-sae --cache {_cache(cache).name} --force`")
     return path
 
 
 def list_saes(cache: EmbCache | str) -> pd.DataFrame:
-    """The SAEs linked from the cache: name, arch, atoms, k, beta, seed, ev, class counts, path."""
+    """The SAEs trained on the cache: name, key, arch, atoms, k, beta, seed, ev, class counts, path."""
     rows = []
-    for r in _cache(cache).artifacts("sae").itertuples():
-        cfg = json.loads(r.config)
-        c, m = cfg["config"], cfg.get("metrics", {})
-        rows.append({"name": r.name, "arch": c["arch"], "atoms": c["atoms"], "k": c["k"], "beta": c["beta"],
-                     "seed": c["seed"], "ev": m.get("ev"), **cfg.get("class_counts", {}), "path": r.path})
-    return pd.DataFrame(rows, columns=None if rows else ["name", "arch", "atoms", "k", "beta", "seed", "ev", "path"])
+    for art in _list(_cache(cache)):
+        c, meta = art.config, art.meta
+        rows.append({"name": art.name, "key": art.key, "arch": c["arch"], "atoms": c["atoms"], "k": c["k"],
+                     "beta": c["beta"], "seed": c["seed"], "ev": meta.get("metrics", {}).get("ev"),
+                     **meta.get("class_counts", {}), "path": str(art.path)})
+    return pd.DataFrame(rows, columns=None if rows else ["name", "key", "arch", "atoms", "k", "beta", "seed", "ev", "path"])
+
+
+def _list(cache: EmbCache):
+    return list_artifacts(cache)
 
 
 def sae_meta(cache: EmbCache | str, name: str) -> dict:
@@ -77,24 +82,37 @@ def class_counts(cache: EmbCache | str, name: str, eps: float | None = None) -> 
 
 
 def top_items(cache: EmbCache | str, name: str, atom: int, modality: str, k: int = 50) -> pd.DataFrame:
-    """The k most active items of ``modality`` for ``atom``: rank, id, value (descending)."""
+    """The k most active items of ``modality`` for ``atom``: rank, id, value (descending).
+
+    Read from the SAE's memory-mapped per-atom arrays (``engine.sae.tables``), O(k) at any size."""
     if modality not in MODALITIES:
         raise ValueError(f"modality={modality!r}; choose one of {MODALITIES}")
-    return store.query_df(_stats(cache, name),
-                          "SELECT rank, id, value FROM top_items WHERE atom = ? AND modality = ? AND rank < ? ORDER BY rank",
-                          [int(atom), modality, int(k)])
+    folder = sae_dir(_cache(cache), name)
+    if not tables.has_tables(folder):  # built by an older engine or by `geolens sae encode`: the DuckDB table
+        return store.query_df(_stats(cache, name), "SELECT rank, id, value FROM top_items WHERE atom = ? AND modality = ? "
+                              "AND rank < ? ORDER BY rank", [int(atom), modality, int(k)])
+    return tables.atom_top_items(folder, atom, min(int(k), tables.N_TOP), modality).drop(columns="modality")
 
 
 def item_codes(cache: EmbCache | str, name: str, item_id: int) -> pd.DataFrame:
     """The sparse code of one item: atom, value, class of the atom (largest first)."""
-    return store.query_df(_stats(cache, name),
-                          "SELECT c.atom, c.value, a.class, a.mu FROM codes c JOIN atoms a USING (atom) "
-                          "WHERE c.id = ? ORDER BY abs(c.value) DESC", [int(item_id)])
+    folder = sae_dir(_cache(cache), name)
+    if not tables.has_tables(folder):
+        return store.query_df(_stats(cache, name),
+                              "SELECT c.atom, c.value, a.class, a.mu FROM codes c JOIN atoms a USING (atom) "
+                              "WHERE c.id = ? ORDER BY abs(c.value) DESC", [int(item_id)])
+    code = tables.item_code(folder, item_id)
+    atoms = atom_table(cache, name).set_index("atom")
+    return code.assign(**{"class": atoms["class"].reindex(code["atom"]).to_numpy(),
+                          "mu": atoms["mu"].reindex(code["atom"]).to_numpy()})
 
 
 def items_using(cache: EmbCache | str, name: str, atom: int) -> pd.DataFrame:
-    """Every item whose code uses ``atom``: id, value."""
-    return store.query_df(_stats(cache, name), "SELECT id, value FROM codes WHERE atom = ? ORDER BY value DESC", [int(atom)])
+    """Every item whose code uses ``atom``: id, value (largest first)."""
+    folder = sae_dir(_cache(cache), name)
+    if not tables.has_tables(folder):
+        return store.query_df(_stats(cache, name), "SELECT id, value FROM codes WHERE atom = ? ORDER BY value DESC", [int(atom)])
+    return tables.atom_codes(folder, atom)
 
 
 def histogram(cache: EmbCache | str, name: str, atom: int) -> pd.DataFrame:

@@ -146,3 +146,25 @@ def _train(model: DictionaryLearner, source: PairSource, cfg: SAEConfig, checkpo
     return {"steps": total, "steps_run": done, "steps_per_epoch": per_epoch, "seconds": round(seconds, 3),
             "pairs_per_s": round(done * min(cfg.batch_pairs, n) / seconds, 1) if seconds > 0 else None,
             "final": parts, "history": history, "device": str(device)}
+
+
+def sae_epoch(data, cfg: SAEConfig, device: str | torch.device | None = None, show_bar: bool = False) -> float:
+    """Seconds one training epoch takes (``cfg.schedule``'s steps per epoch, initialisation excluded).
+
+    ``data``: an ``EmbCache`` (streamed block by block, as ``geolens train-sae`` trains), a
+    ``PairSource``, or an (img (n, d), txt (n, d)) pair of arrays. A fresh ``cfg.arch`` learner of
+    ``cfg.atoms`` atoms is trained from ``cfg.seed``; nothing is written. For benchmarks (bench/scale.py).
+    """
+    from engine.embcache import EmbCache
+    from engine.sae.learners import make_learner
+    from engine.sae.stream import CacheSource
+
+    if isinstance(data, EmbCache):
+        source = CacheSource(data, cfg.stream_block, cfg.stream_window)
+    elif isinstance(data, (tuple, list)):
+        source = ArraySource(*data)
+    else:
+        source = data
+    per_epoch, _ = cfg.schedule(source.n)
+    model = make_learner(cfg.arch, source.d, cfg.atoms, cfg.k, **cfg.learner_kwargs())
+    return float(train_source(model, source, cfg, None, None, device, show_bar, max_steps=per_epoch)["seconds"])
