@@ -1,13 +1,22 @@
-"""Modality-gap page: AppTest (numbers equal `geolens report gap --json`, projection and colour
-switches in the URL, click and selection views) and a real-browser box selection."""
+"""Modality-gap page: AppTest (the build command when nothing is built, numbers equal
+`geolens report gap --json`, projection and colour switches in the URL, click, lasso over all
+points and the paged grid) and a real-browser box selection."""
 from __future__ import annotations
 
 import json
+import os
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import ROOT, no_exception, wait_for_app
+
+
+def _build(name: str) -> None:
+    from engine.cli import main
+
+    assert main(["gap", "build", "--cache", name]) == 0
 
 
 def _page(query: dict) -> AppTest:
@@ -52,7 +61,30 @@ def _assert_numbers_match(at: AppTest, rep: dict) -> None:
             assert {k: row[k] for k in ("R@1", "R@5", "R@10")} == rep["retrieval"][flavour][direction]
 
 
+def test_page_without_a_build_shows_the_build_command_and_writes_nothing(shapes_cache):
+    from engine.core import artifacts
+    from engine.gap import layout, report
+
+    aside = []  # a build by an earlier test is moved aside for this test, then put back
+    for art in (report.find(shapes_cache), layout.find_layout(shapes_cache)):
+        if art is not None:
+            os.replace(art.path, art.path.with_name(art.path.name + ".aside"))
+            aside.append(art.path)
+    try:
+        before = sorted(str(p) for p in artifacts.root().rglob("*")) if artifacts.root().exists() else []
+        at = _page({"cache": shapes_cache.name})
+        no_exception(at)
+        assert any(f"geolens gap build --cache {shapes_cache.name}" in c.value for c in at.code)
+        assert not at.metric
+        after = sorted(str(p) for p in artifacts.root().rglob("*")) if artifacts.root().exists() else []
+        assert after == before
+    finally:
+        for p in aside:
+            os.replace(p.with_name(p.name + ".aside"), p)
+
+
 def test_page_numbers_equal_the_cli_report_and_views_switch(shapes_cache, capsys):
+    _build(shapes_cache.name)
     rep = _cli_report(shapes_cache.name, capsys)
     assert rep["n_pairs"] == 600 and not rep["gap"]["W_subsampled"]
     at = _page({"cache": shapes_cache.name})
@@ -80,6 +112,7 @@ def test_page_numbers_equal_the_cli_report_and_views_switch(shapes_cache, capsys
 
 
 def test_click_and_selection_views(shapes_cache):
+    _build(shapes_cache.name)
     at = _page({"cache": shapes_cache.name})
     # a click on a caption (row 600 + 5 = caption of the 6th pair): partner and nearest images
     at.session_state["gap_point"] = 605
@@ -100,10 +133,26 @@ def test_click_and_selection_views(shapes_cache):
     no_exception(at)
     assert any(s.value == "Selection: 3 images and 2 captions" for s in at.subheader)
     assert len(_df(at, "pair_id")) == 2
+    # a lasso (as the chart reports it: vertices in data coordinates) is resolved over every stored point
+    from engine.gap import layout
+
+    xy = np.asarray(layout.find_layout(shapes_cache).xy("pca"))
+    (x0, y0), (x1, y1) = xy.min(0), xy.max(0)
+    xs, ys = [x0 - 1, (x0 + x1) / 2, x0 - 1], [y0 - 1, y0 - 1, y1 + 1]  # a triangle over the left part
+    rows = layout.select_lasso(xy, xs, ys)
+    assert 0 < len(rows) < 1200
+    at.session_state["gap_geom"] = {"kind": "lasso", "x": xs, "y": ys}
+    at.run()
+    no_exception(at)
+    n_img, n_txt = int(np.sum(rows < 600)), int(np.sum(rows >= 600))
+    assert any(s.value == f"Selection: {n_img:,} images and {n_txt:,} captions" for s in at.subheader)
+    assert any("lasso over all 1,200 points" in c.value for c in at.caption)
+    assert len(_df(at, "text")) == min(n_txt, 100)  # the first page of captions
 
 
 @pytest.mark.browser
 def test_box_selection_in_chromium_fills_the_grid(shapes_cache, server, page):
+    _build(shapes_cache.name)
     page.goto(f"{server}/gap?cache={shapes_cache.name}")
     wait_for_app(page)
     plot = page.locator("[data-testid='stPlotlyChart'] .js-plotly-plot").first

@@ -44,16 +44,18 @@ ROWS = 1 << 15
 REF_DIM = 512
 """width at which ``EXACT_PAIRS`` is stated"""
 EXACT_PAIRS = {
-    "cpu": 28_000,
+    "cpu": 15_000,
     "cuda": 400_000,
     "mps": 40_000,
 }
 """Pairs whose exact full-gallery recall (both directions) the device does in about 60 s at d = 512.
 
-cpu: measured on the project's 2-core AMD EPYC (``bench/scale.py --exact-limit``, README),
-28k pairs in 58 s at d = 512 under the usual shared load. cuda and mps: conservative guesses, not
-yet measured (an H200 should do 1M pairs in well under 60 s); measure with
-``bench/scale.py --exact-limit --device cuda`` and update. The cost is n² (d + c), so other
+cpu: measured on the project's 2-core AMD EPYC, shared by other jobs (load average ~15): exact
+recall of 10,000 pairs at d = 512 took 27 s, so 60 s is 10k · √(60/27) ≈ 15k pairs (README has
+the ``bench/scale.py --exact-limit`` runs). On an idle machine it does more; the value errs low,
+and beyond it the sample's interval says how close the number is. cuda and mps: conservative
+guesses, NOT yet measured (an H200 should rank 1M pairs in under a minute); measure with
+``bench/scale.py --exact-limit --device cuda`` and update. The cost grows as n² d, so other
 widths scale by ``sqrt(REF_DIM / max(d, 64))``.
 """
 MIN_QUERIES = 1_000

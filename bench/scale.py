@@ -1,0 +1,187 @@
+"""Benchmark: the modality-gap path end to end at scale, in one process, on the engine's device.
+
+    .venv/bin/python bench/scale.py --n 100000 --d 512 [--device auto|cpu|cuda] [--json] [--thumbnails]
+    .venv/bin/python bench/scale.py --exact-limit [--d 512] [--device auto|cpu|cuda]
+
+Writes a synthetic cache of n pairs (engine.gap.synthetic; thumbnails optional) to a temporary
+cache root, then times: writing and loading it; each part of the gap report (engine.gap.report,
+torch); the layout (PCA, UMAP fit on a sample, k-NN interpolation of the rest); the page's first
+open and a cached open (Streamlit AppTest, in this process); one lasso over all 2n points of the
+stored UMAP; and, as the baseline, the NumPy reference (engine.gap.reference) ranking the same
+full-gallery queries. Prints one JSON object (``--json``: nothing else on stdout):
+
+    n, d, device, seconds{write, load, report_gap, layout, page_first_open, page_cached_open, lasso_all},
+    full_recall{exact, queries}, ratios{recall_vs_numpy}   (above 1: ours is faster)
+
+plus report_parts, layout_parts, load average and BLAS details (numpy's OpenBLAS core type, which
+``OPENBLAS_CORETYPE`` overrides). Not timed here: ``sae_epoch``, ``atom_top_items_ms_p50`` and
+``ratios.sae_vs_overcomplete`` (the SAE half of issue 14 has its own bench, ``bench/sae.py``).
+
+``--exact-limit`` measures how many pairs this device ranks exactly (both directions) in about
+60 s at width d: it times exact full-gallery recall at two sizes and scales by n².
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / "cache" / "numba"))
+
+
+def log(*a) -> None:
+    print(*a, file=sys.stderr, flush=True)
+
+
+def blas_info() -> dict:
+    from threadpoolctl import threadpool_info
+
+    info = [{"api": i.get("internal_api"), "arch": i.get("architecture"), "threads": i.get("num_threads")}
+            for i in threadpool_info()]
+    return {"OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"), "pools": info}
+
+
+def exact_limit(d: int, device: str, budget_s: float = 60.0) -> dict:
+    import numpy as np
+
+    from engine.gap import metrics, synthetic
+
+    dev = metrics.device_of(device)
+    out = {"d": d, "device": str(dev), "budget_s": budget_s, "runs": []}
+    for n in (5_000, 10_000):
+        img, txt, _ = synthetic.random_pairs(n, d, noise=1.0, seed=0)
+        t0 = time.perf_counter()
+        metrics.recall_full(img, txt, max_exact=n, device=dev)
+        out["runs"].append({"n": n, "seconds": round(time.perf_counter() - t0, 2)})
+        log(f"  exact recall of {n:,} pairs at d={d}: {out['runs'][-1]['seconds']} s")
+    n2, t2 = out["runs"][-1]["n"], out["runs"][-1]["seconds"]
+    out["pairs_in_budget"] = int(n2 * math.sqrt(budget_s / t2))
+    out["load_avg"] = os.getloadavg()
+    out["blas"] = blas_info()
+    del np
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--d", type=int, default=512)
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--json", action="store_true", help="print only the JSON object on stdout")
+    ap.add_argument("--thumbnails", action="store_true", help="write an 8 × 8 thumbnail per image")
+    ap.add_argument("--keep", help="cache root to write into and keep (default: a temporary folder)")
+    ap.add_argument("--exact-limit", action="store_true", help="measure the device's exact full-gallery size")
+    args = ap.parse_args()
+
+    if args.exact_limit:
+        print(json.dumps(exact_limit(args.d, args.device), indent=None if args.json else 2))
+        return 0
+
+    tmp = None
+    if args.keep:
+        root = Path(args.keep)
+        root.mkdir(parents=True, exist_ok=True)
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="geolens-scale-")
+        root = Path(tmp.name)
+    os.environ["GEOLENS_CACHE"] = str(root)  # the cache, its artifacts and the page all use this root
+
+    import numpy as np
+
+    from engine.gap import layout, metrics, reference, report, synthetic
+
+    dev = metrics.device_of(None if args.device == "auto" else args.device)
+    if args.device != "auto":
+        os.environ["GEOLENS_DEVICE"] = args.device  # the page's own device choice
+    seconds: dict[str, float] = {}
+
+    def timed(name, fn, *a, **kw):
+        t0 = time.perf_counter()
+        out = fn(*a, **kw)
+        seconds[name] = round(time.perf_counter() - t0, 3)
+        log(f"{name}: {seconds[name]} s")
+        return out
+
+    log(f"scale bench: n={args.n:,} d={args.d} device={dev} root={root} load={os.getloadavg()}")
+    cache = timed("write", synthetic.write_random_cache, args.n, args.d, folder=root, thumbnails=args.thumbnails)
+    pts = timed("load", report.load_points, cache)
+    cfg = report.GapConfig()
+
+    def progress(p):
+        if p.total and (p.done >= p.total or int(p.done) % 20_000 < 64):
+            log(f"  {p.text()}")
+
+    art = timed("report_gap", report.build_report, cache, cfg, pts, True, dev, progress)
+    rep = json.loads(art.file("report.json").read_text())
+    lay = timed("layout", layout.build_layout, cache, layout.LayoutConfig(), pts, True, dev, progress)
+
+    # the page, first open (empty Streamlit caches in this process) and cached open (a new session)
+    from streamlit.testing.v1 import AppTest
+
+    def page_open():
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=3600)
+        at.query_params["cache"] = cache.name
+        at.switch_page("pages/gap.py")
+        at.run()
+        if at.exception:
+            raise RuntimeError([e.value for e in at.exception])
+        if not at.metric or len(at.get("plotly_chart")) < 2:
+            raise RuntimeError("the page did not show its numbers and map")
+        return at
+
+    timed("page_first_open", page_open)
+    timed("page_cached_open", page_open)
+
+    # one lasso over every point of the stored UMAP (coordinates read from the artifact's .npy)
+    xy = np.load(lay.path / "umap.npy", mmap_mode="r")
+    c = np.asarray(xy[:: max(1, len(xy) // 10_000)]).mean(0)
+    r = float(np.asarray(xy[:: max(1, len(xy) // 10_000)]).std(0).mean())
+    ang = np.linspace(0, 2 * np.pi, 41)[:-1]
+    rad = np.where(np.arange(40) % 2 == 0, 1.2 * r, 0.5 * r)  # a 20-point star: concave, ~half the points
+    rows = timed("lasso_all", lambda: layout.select_lasso(np.load(lay.path / "umap.npy"), c[0] + rad * np.cos(ang),
+                                                          c[1] + rad * np.sin(ang)))
+    log(f"  lasso selected {len(rows):,} of {len(xy):,} points")
+
+    # the NumPy baseline ranks the same full-gallery queries (both directions)
+    full = rep["retrieval"]["full_gallery"]
+    q = metrics.query_sample(args.n, full["exact_limit"], cfg.seed)
+    t0 = time.perf_counter()
+    base = {}
+    for key, (a, b) in {"image_to_text": (pts.img, pts.txt), "text_to_image": (pts.txt, pts.img)}.items():
+        base[key] = reference.recall_from_counts(*reference.rank_counts(a[q], b, q), cfg.ks)
+    t_np = time.perf_counter() - t0
+    log(f"numpy full-gallery recall on the same {len(q):,} queries: {t_np:.1f} s")
+    for key in base:
+        for k, v in base[key].items():
+            if abs(v - full[key][k]) > 1e-4:
+                raise AssertionError(f"torch and numpy recall differ: {key} {k} {full[key][k]} vs {v}")
+
+    out = {
+        "n": args.n, "d": args.d, "device": str(dev),
+        "seconds": seconds,
+        "full_recall": {"exact": full["exact"], "queries": full["queries"], "exact_limit": full["exact_limit"]},
+        "ratios": {"recall_vs_numpy": round(t_np / rep["seconds"]["recall_full"], 3)},
+        "numpy_recall_seconds": round(t_np, 3),
+        "report_parts": rep["seconds"],
+        "layout_parts": lay.meta["seconds"], "umap_fitted": lay.meta["umap_fitted"],
+        "lasso_selected": int(len(rows)), "points": int(len(xy)),
+        "not_timed_here": ["sae_epoch", "atom_top_items_ms_p50", "ratios.sae_vs_overcomplete"],
+        "load_avg_end": [round(v, 2) for v in os.getloadavg()],
+        "torch_threads": __import__("torch").get_num_threads(),
+        "blas": blas_info(),
+    }
+    print(json.dumps(out, indent=None if args.json else 2))
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
