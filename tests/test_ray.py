@@ -249,3 +249,16 @@ def _codes(cache: EmbCache, name: str) -> pd.DataFrame:
     from engine.sae.pipeline import STATS, sae_dir
 
     return store.query_df(sae_dir(cache, name) / STATS, "SELECT id, atom, value FROM codes ORDER BY id, atom")
+
+
+def test_actor_pool_that_starves_the_job_is_refused_with_the_fix():
+    from engine.ray_precompute import check_resources
+
+    check_resources({"CPU": 2.0}, RayConfig(workers=1))  # one actor + one CPU for decoding
+    with pytest.raises(ValueError, match=r"2 workers x 1 CPU leave no CPU .* use --cpus-per-worker 0.5"):
+        check_resources({"CPU": 2.0}, RayConfig(workers=2))
+    check_resources({"CPU": 2.0}, RayConfig(workers=2, cpus_per_worker=0.5))
+    with pytest.raises(ValueError, match=r"need 2 GPUs; the Ray cluster has 1: use --workers 1"):
+        check_resources({"CPU": 16.0, "GPU": 1.0}, RayConfig(workers=2, gpus_per_worker=1.0))
+    with pytest.raises(ValueError, match="workers"):
+        RayConfig(workers=0)
