@@ -147,7 +147,8 @@ def _train_default(args) -> int:
 DEFAULT_STAGES = {
     "shapes": [["precompute", "--dataset", "shapes", "--model", "default"]],
     "saes": [["train-sae", "--cache", "{default_cache}", "--beta", "0"],
-             ["train-sae", "--cache", "{default_cache}", "--beta", "4e-4"]],
+             ["train-sae", "--cache", "{default_cache}", "--beta", "4e-4"],
+             ["atoms", "build", "--cache", "{default_cache}"]],
     "concepts": [["precompute-concepts", "--model", "fmnist-cnn", "--class", c] for c in ("Sneaker", "Bag")],
     "geodesics": [["geodesics", "precompute", "--dataset", d] for d in ("ucg", "urc")]
                  + [["geodesics", "precompute", "--dataset", "urc", "--init", "graph"]],

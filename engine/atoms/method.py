@@ -25,7 +25,7 @@ class AtomsBuild(AtomsConfig):
 
 def _add(p) -> None:
     p.add_argument("--cache", default="", help="cache name or unique prefix (see `geolens caches`)")
-    p.add_argument("--sae", default="", help="SAE name (see `geolens saes --cache NAME`)")
+    p.add_argument("--sae", default="", help="SAE name (see `geolens saes --cache NAME`); build: omit for every SAE of the cache")
     p.add_argument("--eps", type=float, default=0.05, help="modality-score threshold ε")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-pairs", type=int, default=20000, help="interventions on at most this many seeded pairs")
@@ -39,6 +39,14 @@ def _build(cfg: AtomsBuild, progress=None):
     from engine.atoms.report import build_atoms
     from engine.embcache import open_cache
 
+    if cfg.cache and not cfg.sae:  # every SAE of the cache (build-defaults' atoms stage)
+        from engine.sae.store import list_saes
+
+        cache = open_cache(cfg.cache)
+        names = list(list_saes(cache)["name"])
+        if not names:
+            raise FileNotFoundError(f"no SAE on cache {cache.name} yet; train one with `geolens train-sae --cache {cache.name}`")
+        return [build_atoms(cache, n, cfg.atoms_config()) for n in names][-1]
     cfg.require_target()
     return build_atoms(open_cache(cfg.cache), cfg.sae, cfg.atoms_config())
 
