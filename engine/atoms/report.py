@@ -99,7 +99,9 @@ def build_atoms(cache: EmbCache, sae: str, cfg: AtomsConfig | None = None, force
     if n_all > cfg.max_pairs:
         rows = np.sort(np.random.default_rng(cfg.seed).choice(n_all, cfg.max_pairs, replace=False))
         img, txt, pid = img[rows], txt[rows], pid[rows]
-    model = sae_store.load_sae(cache, sae, device=device or "cpu")
+    from engine.device import pick_device
+
+    model = sae_store.load_sae(cache, sae, device=pick_device(device))
     mask = bimodal_mask(cache, sae, cfg.eps)
     rec_i, rec_t = reconstruct(model, img, mask), reconstruct(model, txt, mask)
     rows = intervention_table(variants_from(img, txt, rec_i, rec_t), gap)
