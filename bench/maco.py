@@ -6,7 +6,8 @@ For each model, in this process, alternating:
 - bare: the same number of steps of the classifier alone, forward + backward to its input, on
   random batches of the same size (crops × input pixels), i.e. the floor any feature
   visualisation with these settings pays.
-Prints seconds per concept (at ``--steps``, and scaled to 256 steps) and the ratio maco / bare.
+Prints seconds per concept, wall and process CPU (the fair number on a shared machine), at
+``--steps`` and scaled to 256 steps, and the CPU ratio maco / bare.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/maco.py --model fmnist-cnn --steps 256
     OMP_NUM_THREADS=1 .venv/bin/python bench/maco.py --model efficientnet-lite0 --steps 8 --concepts 1
@@ -61,12 +62,16 @@ def main() -> None:
     print(f"{args.model}: {args.concepts} concepts, {args.steps} steps × {args.crops} crops, image {size} px, "
           f"input {clf.input_size} px, torch threads {torch.get_num_threads()}")
     for r in range(args.rounds):
+        c0 = time.process_time()
         res, _ = maco.concept_images(clf, w, cfg, progress=lambda p: None)
-        t_maco = res.seconds
+        c1 = time.process_time()
         t_bare = bare(clf, args.concepts, args.steps, args.crops)
-        per = t_maco / args.concepts
-        print(f"round {r}: maco {per:.2f} s/concept ({per * 256 / args.steps:.1f} s at 256 steps), "
-              f"bare network {t_bare / args.concepts:.2f} s/concept, ratio maco/bare {t_maco / t_bare:.2f}; "
+        c2 = time.process_time()
+        t_maco, cpu_maco, cpu_bare = res.seconds, c1 - c0, c2 - c1
+        per, cper = t_maco / args.concepts, cpu_maco / args.concepts
+        print(f"round {r}: maco {per:.2f} s/concept wall, {cper:.2f} s CPU "
+              f"({cper * 256 / args.steps:.1f} s CPU at 256 steps); bare network {t_bare / args.concepts:.2f} s wall, "
+              f"{cpu_bare / args.concepts:.2f} s CPU per concept; ratio maco/bare {cpu_maco / cpu_bare:.2f} (CPU); "
               f"objective {res.objective[:max(1, args.steps // 10)].mean():.3g} → "
               f"{res.objective[-max(1, args.steps // 10):].mean():.3g}")
 

@@ -255,11 +255,15 @@ def spectrum(name: str, size: int) -> Spectrum:
     if art is None:
         src = SPECTRA[name]
         amp, colour, text = src.estimate(size)
-        with artifacts.writing(SPECTRUM_KIND, {"name": name, "size": size}, src.inputs(), SPECTRUM_VERSION,
-                               name=f"{name}-{size}", resume=False) as w:
-            save_file({"amplitude": np.ascontiguousarray(amp, np.float32),
-                       "colour": np.ascontiguousarray(colour, np.float32)}, str(w.file("spectrum.safetensors")))
-            w.meta["source"] = text
+        try:
+            with artifacts.writing(SPECTRUM_KIND, {"name": name, "size": size}, src.inputs(), SPECTRUM_VERSION,
+                                   name=f"{name}-{size}", resume=False) as w:
+                save_file({"amplitude": np.ascontiguousarray(amp, np.float32),
+                           "colour": np.ascontiguousarray(colour, np.float32)}, str(w.file("spectrum.safetensors")))
+                w.meta["source"] = text
+        except OSError:  # another build wrote the same spectrum at the same time: use its copy
+            if artifacts.find(SPECTRUM_KIND, key) is None:
+                raise
         art = artifacts.find(SPECTRUM_KIND, key)
     arrays = load_file(str(art.file("spectrum.safetensors")))
     return Spectrum(name, arrays["amplitude"], arrays["colour"], art.meta["source"])
