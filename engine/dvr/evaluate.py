@@ -90,6 +90,24 @@ def model_row(name: str, meta: dict, folder: str, n_samples: int, source: str) -
             "params": json.dumps(params, sort_keys=True), "folder": folder, "n_samples": int(n_samples), "source": source}
 
 
+def _kept_models(con, names: list[str]) -> list[str]:
+    """Of ``names``, those whose scores a killed earlier run wrote completely (episodes are written
+    last); every row of any other model is deleted so it is scored again."""
+    tables = ("models", "per_class", "sample_orig", "episodes")
+    present = {t for t in tables if store.has_table(con.cursor(), t)}
+    kept: list[str] = []
+    if present == set(tables):
+        scored = {r[0] for r in con.execute("SELECT DISTINCT model FROM episodes").fetchall()}
+        listed = {r[0] for r in con.execute("SELECT model FROM models").fetchall()}
+        kept = [n for n in names if n in scored and n in listed]
+    for t in present:
+        if kept:
+            con.execute(f"DELETE FROM {store.ident(t)} WHERE NOT list_contains(?::VARCHAR[], model)", [kept])
+        else:
+            con.execute(f"DELETE FROM {store.ident(t)}")
+    return kept
+
+
 def _write_meta(con, meta: dict) -> None:
     store.insert_rows(con, "meta", {"key": list(meta), "value": [json.dumps(v) for v in meta.values()]})
 
@@ -163,15 +181,23 @@ def evaluate_folder(samples_root: str | Path, ref: Path, critics: Critics, run_n
     cfg = EvalConfig.from_dict(meta["eval"])
     done = 0
     with store.writing(out) as con:
-        for t in ("meta", "models", "per_class", "sample_orig", "episodes"):
-            con.execute(f"DROP TABLE IF EXISTS {store.ident(t)}")
+        kept = _kept_models(con, [m.name for m in models])  # models a killed run finished scoring
+        if kept:
+            import sys
+
+            print(f"dvr: resuming the evaluation of {run_name} at model {len(kept) + 1} of {len(models)} "
+                  f"({', '.join(kept)} already scored)", file=sys.stderr, flush=True)
+        con.execute("DROP TABLE IF EXISTS meta")
         _write_meta(con, {"ref_key": meta["ref_key"], "samples_root": str(samples_root),
                           "run": run_name, "models": [m.name for m in models]})
         for m in models:
             if m.samples.shape[0] < 2:
                 raise ValueError(f"model {m.name}: recognizability needs >= 2 classes")
-            sc = score(m.exemplars, m.samples, critics, float(meta["scale"]), cfg)
-            _write_scores(con, model_row(m.name, m.meta, m.folder, m.samples.shape[1], "samples folder"), m.classes, sc)
+            if m.name not in kept:
+                sc = score(m.exemplars, m.samples, critics, float(meta["scale"]), cfg)
+                con.begin()  # one model's rows land together or not at all
+                _write_scores(con, model_row(m.name, m.meta, m.folder, m.samples.shape[1], "samples folder"), m.classes, sc)
+                con.commit()
             done += m.samples.shape[0] * (m.samples.shape[1] + 1)
             if progress:
                 progress(done, total)
