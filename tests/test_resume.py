@@ -104,7 +104,7 @@ def fmnist_folder(tmp_path_factory) -> Path:
 
 
 CONCEPT_ARGS = ["--min-class-images", "20", "--max-images", "30", "--sobol-n", "8", "--concepts", "3",
-                "--layouts", "tsne", "--epochs", "1", "--n-train", "3000"]
+                "--layouts", "tsne", "--maco-steps", "0", "--epochs", "1", "--n-train", "3000"]
 
 
 def test_precompute_concepts_resumes_after_kill(cache_root, fmnist_folder, tmp_path):
@@ -156,3 +156,4 @@ def test_geodesics_precompute_resumes_after_kill(cache_root, tmp_path):
         for m in order:
             ref = store.fetch_array(con, "SELECT path FROM paths WHERE metric = ? ORDER BY pair_id", [m])
             np.testing.assert_allclose(resumed[m], ref, atol=1e-5, err_msg=m)
+
