@@ -10,12 +10,13 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from engine.dvr import evaluate, results, samples
+from engine.dvr import evaluate, generators, results, samples
 from engine.dvr.networks import load_critics
 from engine.paths import check_data_folder, data_root
 from ui.state import set_url, synced_select
 
-FAMILY_COLORS = {"human": "#d62728", "vae": "#1f77b4", "reference": "#7f7f7f", "gan": "#2ca02c", "external": "#9467bd"}
+FAMILY_COLORS = {"human": "#d62728", "vae": "#1f77b4", "reference": "#7f7f7f", "gan": "#2ca02c", "diffusion": "#ff7f0e",
+                 "external": "#9467bd"}
 
 
 @st.cache_data(show_spinner=False)
@@ -63,6 +64,11 @@ def _scatter(s: pd.DataFrame, selected: str | None) -> go.Figure:
             name=f"{gen} sweep: {sweep} ↑", text=[f"{sweep}={v:g}" for v in grp["sweep_value"]], textposition="top center",
             line=dict(dash="dot", color=FAMILY_COLORS.get(grp["family"].iloc[0], "#8c564b")), hoverinfo="skip",
             marker=dict(symbol="arrow", size=12, angleref="previous", color=FAMILY_COLORS.get(grp["family"].iloc[0]))))
+        xs, ys = grp["diversity"].tolist(), grp["recognizability"].tolist()
+        for i in range(1, len(xs)):  # one arrow per step of the sweep, in the direction the parameter grows
+            fig.add_annotation(x=xs[i], y=ys[i], ax=xs[i - 1], ay=ys[i - 1], xref="x", yref="y", axref="x", ayref="y",
+                               showarrow=True, arrowhead=3, arrowsize=1.3, arrowwidth=1.6, text="",
+                               arrowcolor=FAMILY_COLORS.get(grp["family"].iloc[0], "#8c564b"))
     h = s[s["id"] == results.HUMAN]
     fig.add_trace(go.Scatter(x=h["diversity"], y=h["recognizability"], mode="markers", name="humans", customdata=h[["id", "params"]],
                              marker=dict(symbol="star", size=22, color=FAMILY_COLORS["human"], line=dict(width=1, color="black")),
@@ -114,6 +120,12 @@ def main() -> None:
     st.caption("One-shot generation (Boutin et al. 2022): every model gets one exemplar per test class and draws 20 samples; "
                "diversity = spread of the samples in SimCLR space, recognizability = 20-way 1-shot accuracy of a "
                "prototypical net on them (500 fixed episodes per class). Humans are the real drawings.")
+    with st.expander("Registered generators (the built-in families and their swept parameter)"):
+        st.markdown("| name | family | swept | what |\n|---|---|---|---|\n" + "\n".join(
+            f"| `{n}` | {e.family} | {e.sweep or '—'} | {e.about} |" for n, e in generators.GENERATORS.items()))
+        st.caption("Trained families work at 32×32; their samples are upsampled to 50×50 and thresholded at 0.5. "
+                   "Paper (Boutin et al. 2022): GAN-like models sit at low diversity / high recognizability, VAE-like "
+                   "models at the opposite corner, guided diffusion closest to humans.")
     refs = results.list_refs()
     if not refs:
         from ui.jobs import pending_or_ready  # the default build's progress here, or a button that starts it
@@ -139,6 +151,16 @@ def main() -> None:
         st.session_state["_dvr_last_click"] = clicked
         set_url(dvr_model=clicked)
         st.session_state.pop("_sel_dvr_model", None)
+
+    fmap = rep.get("family_map") or {}
+    if fmap.get("families"):
+        words = {"gan_below_vae": "GAN-like at lower diversity and higher recognizability than VAE-like",
+                 "vae_off_human": "VAE-like at higher diversity or lower recognizability than humans",
+                 "diffusion_closest": "guided diffusion closest to humans"}
+        st.markdown("**The paper's map on these data** (family means over each sweep; built-in run): " + "; ".join(
+            f"{words[k]}: {'—' if v is None else ('yes' if v else 'no')}" for k, v in fmap["checks"].items()))
+        st.caption(" · ".join(f"{f}: diversity {v['diversity']:.3f}, recognizability {v['recognizability']:.3f}, "
+                              f"closest to humans {v['min_distance_to_human']:.3f}" for f, v in fmap["families"].items()))
 
     left, right = st.columns([1, 1])
     with left:

@@ -17,16 +17,18 @@ def dvr(cache_root):
     """Tiny stroke set (45 test classes, 6 drawers), tiny critics and generators, evaluated."""
     from engine.dvr import build, evaluate, generators, strokes
     from engine.dvr.networks import CriticConfig
-    from engine.dvr.vae import VAEConfig
 
     specs = [generators.ModelSpec("copy"), generators.ModelSpec("other_class"),
              generators.ModelSpec("affine", (("strength", 0.5),), "strength"),
              generators.ModelSpec("affine", (("strength", 2.0),), "strength"),
-             generators.ModelSpec("vae_ns", (("beta", 1.0),), "beta")]
+             generators.ModelSpec("vae_ns", (("beta", 1.0),), "beta"),
+             generators.ModelSpec("dagan", (("psi", 1.0),), "psi"),
+             generators.ModelSpec("ddpm_cfg", (("w", 0.0),), "w"), generators.ModelSpec("ddpm_cfg", (("w", 2.0),), "w")]
+    tiny = dict(steps=3, channels=8, batch_classes=4, targets_per_class=2)
     return build.build(
         stroke_cfg=strokes.StrokeSetConfig(chars_per_alphabet=4, drawers=6),
         critic_cfg=CriticConfig(widths=(8, 8, 16, 16), simclr_epochs=1, simclr_batch=64, proto_episodes=15, proto_way=10),
-        vae_cfg=VAEConfig(steps=3, channels=4, hidden=32, batch_classes=4, targets_per_class=2),
+        train_params={"vae_ns": {**tiny, "hidden": 16}, "dagan": tiny, "ddpm_cfg": {**tiny, "emb": 16, "sample_steps": 3}},
         eval_cfg=evaluate.EvalConfig(n_episodes=200), specs=specs, n_samples=5)
 
 

@@ -14,7 +14,6 @@ from engine.config import stable_hash
 from engine.device import pick_device, seed_everything
 from engine.dvr import evaluate, generators, omniglot, samples, strokes
 from engine.dvr.networks import CriticConfig, Critics, get_critics
-from engine.dvr.vae import VAEConfig
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -46,11 +45,27 @@ def _spec_seed(spec: generators.ModelSpec) -> int:
     return int(stable_hash(spec.label, 8), 16)
 
 
-def write_builtin_samples(data: omniglot.OmniglotData, specs: list[generators.ModelSpec], vae_cfg: VAEConfig,
-                          ref_key: str, n_samples: int, device: str | None, progress: Progress | None = None) -> tuple[Path, dict]:
-    """Fit each built-in generator on the training classes and write its samples folder."""
-    key = stable_hash({"ref": ref_key, "specs": [dataclasses.astuple(s) for s in specs], "vae": vae_cfg.to_dict(),
-                       "n": n_samples, "v": evaluate.ENGINE_VERSION})
+def _generator(spec: generators.ModelSpec, train_params: dict[str, dict]) -> generators.Generator:
+    """The spec's generator, with ``train_params[name]`` (training-config overrides) under the spec's own params."""
+    return generators.make(spec.generator, **{**train_params.get(spec.generator, {}), **dict(spec.params)})
+
+
+def write_builtin_samples(data: omniglot.OmniglotData, specs: list[generators.ModelSpec],
+                          train_params: dict[str, dict] | None, ref_key: str, n_samples: int, device: str | None,
+                          progress: Progress | None = None) -> tuple[Path, dict]:
+    """Fit each built-in generator on the training classes and write its samples folder.
+
+    Trained generators (``generators.trained_names()``) come from the model store, else shipped
+    assets, else are trained here (resuming an interrupted training); ``train_params`` maps a
+    generator name to training-config overrides (e.g. ``{"vae_ns": {"steps": 100}}``).
+    """
+    train_params = train_params or {}
+    resolved = []
+    for s in specs:
+        g = _generator(s, train_params)
+        resolved.append([dataclasses.astuple(s), g.train_config().to_dict() if isinstance(g, generators.Trained) else {},
+                         g.model_cls.VERSION if isinstance(g, generators.Trained) else ""])
+    key = stable_hash({"ref": ref_key, "specs": resolved, "n": n_samples, "v": evaluate.ENGINE_VERSION})
     root = store.cache_root() / "dvr" / f"samples-{key}"
     dev = pick_device(device)
     seconds: dict = {}
@@ -65,16 +80,19 @@ def write_builtin_samples(data: omniglot.OmniglotData, specs: list[generators.Mo
         if (folder / samples.MODEL_JSON).exists():
             seconds[spec.label] = json.loads((folder / samples.MODEL_JSON).read_text()).get("fit_seconds", 0.0)
             continue
-        params = dict(spec.params)
-        if spec.generator == "vae_ns":
-            params = {**vae_cfg.to_dict(), **params}
-        gen = generators.make(spec.generator, **params)
+        gen = _generator(spec, train_params)
         seed_everything(_spec_seed(spec))
-        cb = (lambda d, t, _l, s=spec: progress(f"fit {s.label}", d, t)) if progress else None
-        gen.fit(data.train_x, data.train_y, dev, cb)
+        if isinstance(gen, generators.Trained):
+            cb = (lambda p, s=spec: progress(f"fit {s.label}", int(p.done), int(p.total or 0))) if progress else None
+            gen.fit(data.train_x, data.train_y, dev, cb, data_key=data.key)
+        else:
+            gen.fit(data.train_x, data.train_y, dev)
         out = gen.sample(data.exemplars, n_samples, _spec_seed(spec), data.humans)  # (C, n, 50, 50)
         meta = {"generator": spec.generator, "family": gen.family, "sweep": spec.sweep,
                 "params": dict(spec.params), "label": spec.label, "fit_seconds": gen.fit_seconds_}
+        if isinstance(gen, generators.Trained):
+            meta.update({"model": gen.label(), "artifact": gen.artifact_.key, "train_config": gen.train_config().to_dict(),
+                         "ink": gen.artifact_.meta.get("ink")})
         if folder.exists():  # an interrupted earlier write: start the model over
             shutil.rmtree(folder)
         samples.write_model(root, spec.slug, data.test_names, data.exemplars, out, meta)
@@ -85,13 +103,12 @@ def write_builtin_samples(data: omniglot.OmniglotData, specs: list[generators.Mo
 
 
 def build(omniglot_root: str | None = None, stroke_cfg: strokes.StrokeSetConfig | None = None,
-          critic_cfg: CriticConfig | None = None, vae_cfg: VAEConfig | None = None,
+          critic_cfg: CriticConfig | None = None, train_params: dict[str, dict] | None = None,
           eval_cfg: evaluate.EvalConfig | None = None, specs: list[generators.ModelSpec] | None = None,
           n_samples: int = 20, device: str | None = None, progress: Progress | None = None) -> BuildResult:
     """Run (or resume) every stage; returns the cache paths and the measured seconds per stage."""
     stroke_cfg = stroke_cfg or strokes.StrokeSetConfig()
     critic_cfg = critic_cfg or CriticConfig()
-    vae_cfg = vae_cfg or VAEConfig()
     eval_cfg = eval_cfg or evaluate.EvalConfig()
     specs = specs if specs is not None else generators.default_specs()
     secs: dict = {}
@@ -106,7 +123,7 @@ def build(omniglot_root: str | None = None, stroke_cfg: strokes.StrokeSetConfig 
     secs.update({f"train_{k}": v for k, v in critics.seconds.items()})
     source = "omniglot" if omniglot_root else "builtin-strokes"
     ref = evaluate.build_reference(data, critics, drawings_by_class(root), str(root), eval_cfg, {"source": source})
-    sroot, fit_secs = write_builtin_samples(data, specs, vae_cfg, evaluate.read_meta(ref)["ref_key"], n_samples, device, progress)
+    sroot, fit_secs = write_builtin_samples(data, specs, train_params, evaluate.read_meta(ref)["ref_key"], n_samples, device, progress)
     secs["fit"] = fit_secs
     t0 = time.perf_counter()
     run = evaluate.evaluate_folder(sroot, ref, critics, run_name="built-in",

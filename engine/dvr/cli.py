@@ -9,13 +9,33 @@ def register(commands, reports) -> None:
     p.add_argument("--chars-per-alphabet", type=int, default=16, help="built-in set: characters per alphabet")
     p.add_argument("--simclr-epochs", type=int, default=6)
     p.add_argument("--proto-episodes", type=int, default=250)
-    p.add_argument("--vae-steps", type=int, default=150)
-    p.add_argument("--betas", default="0.5,2,8", help="comma-separated β values swept for vae_ns")
-    p.add_argument("--strengths", default="0.5,1,2", help="comma-separated strengths swept for affine")
+    from engine.dvr import generators as _g
+
+    p.add_argument("--betas", default=",".join(f"{v:g}" for v in _g.BETAS), help="β values swept for vae_ns (one model each)")
+    p.add_argument("--psis", default=",".join(f"{v:g}" for v in _g.PSIS), help="noise scales ψ swept for dagan (sampling only)")
+    p.add_argument("--guidances", default=",".join(f"{v:g}" for v in _g.GUIDANCES),
+                   help="classifier-free guidance scales w swept for ddpm_cfg (sampling only)")
+    p.add_argument("--strengths", default=",".join(f"{v:g}" for v in _g.STRENGTHS), help="strengths swept for affine")
+    p.add_argument("--only", default="", help="comma-separated generators to include; choices: " + ", ".join(
+        n for n in _g.GENERATORS.names() if n != "human"))
+    p.add_argument("--train-steps", type=int, default=None, help="override every trained generator's steps "
+                   "(default: each family's own; shipped weights are used only with the defaults)")
     p.add_argument("--episodes", type=int, default=500, help="fixed test episodes per class")
     p.add_argument("--way", type=int, default=20)
     p.add_argument("--device", default=None, help="auto (default), cpu or cuda")
     p.set_defaults(func=_build)
+
+    from engine.dvr.generators import trained_names
+
+    p = commands.add_parser("dvr-train", help="train (or resume) one-shot generators and optionally ship them as assets")
+    p.add_argument("names", nargs="+", choices=trained_names(), help="registered trained generators")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUES",
+                   help="training parameter, comma-separated values train one model each (e.g. beta=0.5,1,3)")
+    p.add_argument("--omniglot", default="", help="root of real Omniglot; default: the built-in stroke set")
+    p.add_argument("--chars-per-alphabet", type=int, default=16)
+    p.add_argument("--publish", action="store_true", help="copy the trained weights into assets/ (engine.core.assets)")
+    p.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+    p.set_defaults(func=_train)
 
     p = commands.add_parser("dvr-eval", help="evaluate a samples folder (<root>/<model>/<class>/exemplar.png + samples)")
     p.add_argument("folder")
@@ -61,22 +81,67 @@ def _build(args) -> int:
 
     from engine.dvr import build, evaluate, generators, strokes
     from engine.dvr.networks import CriticConfig
-    from engine.dvr.vae import VAEConfig
 
+    only = tuple(n.strip() for n in args.only.split(",") if n.strip()) or None
+    for n in only or ():
+        generators.GENERATORS.get(n)  # a clear error naming the choices
+    steps = {n: {"steps": args.train_steps} for n in generators.trained_names()} if args.train_steps else None
     bars = _Bars()
     try:
         res = build.build(
             omniglot_root=args.omniglot or None,
             stroke_cfg=strokes.StrokeSetConfig(chars_per_alphabet=args.chars_per_alphabet),
             critic_cfg=CriticConfig(simclr_epochs=args.simclr_epochs, proto_episodes=args.proto_episodes),
-            vae_cfg=VAEConfig(steps=args.vae_steps),
+            train_params=steps,
             eval_cfg=evaluate.EvalConfig(way=args.way, n_episodes=args.episodes),
-            specs=generators.default_specs(_floats(args.betas), _floats(args.strengths)),
+            specs=generators.default_specs(_floats(args.betas), _floats(args.strengths), _floats(args.psis),
+                                           _floats(args.guidances), only),
             device=args.device, progress=bars)
     finally:
         bars.close()
     print(json.dumps({"ref": str(res.ref), "run": str(res.run), "samples": str(res.samples_root),
                       "seconds": res.seconds}, indent=2, default=float))
+    return 0
+
+
+def _settings(items: list[str]) -> list[dict]:
+    """``["beta=0.5,1", "steps=100"]`` -> every combination as a dict of numbers."""
+    import itertools
+
+    grid = []
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUES (e.g. beta=0.5,1), got {item!r}")
+        grid.append([(key.strip(), int(v) if float(v).is_integer() and "." not in v else float(v))
+                     for v in values.split(",") if v.strip()])
+    return [dict(c) for c in itertools.product(*grid)] if grid else [{}]
+
+
+def _train(args) -> int:
+    import json
+    import shlex
+    import sys
+
+    from engine.device import pick_device
+    from engine.dvr import build, generators, omniglot, strokes, trainer
+
+    root = build.dataset_root(args.omniglot or None, strokes.StrokeSetConfig(chars_per_alphabet=args.chars_per_alphabet))
+    data = omniglot.load_split(root)
+    dev = pick_device(args.device)
+    out = []
+    for name in args.names:
+        for params in _settings(args.set):
+            gen = generators.make(name, **params)
+            gen.fit(data.train_x, data.train_y, dev, None, data_key=data.key)
+            art = gen.artifact_
+            row = {"model": gen.label(), "artifact": art.key, "train_seconds": art.meta.get("train_seconds"),
+                   "ink": art.meta.get("ink")}
+            if args.publish:
+                trainer.publish(art, "geolens " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+                row["asset"] = trainer.asset_name(art.name)
+            out.append(row)
+            print(json.dumps(row, default=float), flush=True)
     return 0
 
 

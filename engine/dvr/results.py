@@ -17,6 +17,8 @@ from engine.dvr import metrics
 from engine.dvr.evaluate import read_meta
 
 HUMAN = "human"
+BUILT_IN = "built-in"
+"""Run name of the built-in generators' samples folder (``build.build``)."""
 
 
 def list_refs() -> list[Path]:
@@ -134,6 +136,37 @@ def _clean(v):
     return v
 
 
+MAP_FAMILIES = ("vae", "gan", "diffusion")
+
+
+def family_map(s: pd.DataFrame, human: dict) -> dict:
+    """The paper's qualitative map, checked on a ``summary`` frame (built-in run only).
+
+    Per family: mean diversity and recognizability over its configurations and its smallest
+    distance to humans. Checks (Boutin et al. 2022/2024):
+    ``gan_below_vae``: GAN-like at lower diversity and higher recognizability than VAE-like;
+    ``vae_off_human``: VAE-like at higher diversity than humans or lower recognizability;
+    ``diffusion_closest``: guided diffusion has the smallest distance to humans.
+    A check is None when a family is missing.
+    """
+    fams = {}
+    for fam in MAP_FAMILIES:
+        g = s[(s["family"] == fam) & (s["run"] == BUILT_IN)]
+        if len(g):
+            fams[fam] = {"diversity": float(g["diversity"].mean()), "recognizability": float(g["recognizability"].mean()),
+                         "min_distance_to_human": float(g["distance_to_human"].min()), "n_configs": int(len(g))}
+    v, g, d = (fams.get(f) for f in MAP_FAMILIES)
+    checks = {
+        "gan_below_vae": None if not (v and g) else bool(g["diversity"] < v["diversity"]
+                                                          and g["recognizability"] > v["recognizability"]),
+        "vae_off_human": None if not v else bool(v["diversity"] > human["diversity"]
+                                                 or v["recognizability"] < human["recognizability"]),
+        "diffusion_closest": None if not (d and v and g) else bool(
+            d["min_distance_to_human"] < min(v["min_distance_to_human"], g["min_distance_to_human"])),
+    }
+    return {"families": fams, "checks": checks}
+
+
 def report(ref: Path | None = None) -> dict:
     """Every model's diversity and recognizability with spread over classes, plus the human point."""
     refs = [Path(ref)] if ref else list_refs()
@@ -147,5 +180,6 @@ def report(ref: Path | None = None) -> dict:
     rows = [{k: _clean(r[k]) for k in cols} for r in s[cols].to_dict("records")]
     return {"reference": ref.name, "source": meta.get("source"), "data_root": meta.get("data_root"),
             "n_test_classes": meta.get("n_classes"), "train_seconds": meta.get("train_seconds"),
-            "human": human_point(ref), "models": [r for r in rows if r["id"] != HUMAN]}
+            "human": human_point(ref), "models": [r for r in rows if r["id"] != HUMAN],
+            "family_map": family_map(s, human_point(ref))}
 
