@@ -170,6 +170,8 @@ def _grid(cache: EmbCache, pts, rows: np.ndarray, how: str) -> None:
     imgs, txts = rows[rows < n], rows[rows >= n]
     st.subheader(f"Selection: {len(imgs):,} images and {len(txts):,} captions")
     pages = max(1, math.ceil(len(imgs) / GRID_IMAGES), math.ceil(len(txts) / GRID_TEXTS))
+    if not 1 <= int(st.session_state.get("gap_page", 1)) <= pages:  # a smaller selection than the last one
+        st.session_state["gap_page"] = 1
     top = st.columns([1, 3, 1])
     page = int(top[0].number_input("Page", 1, pages, key="gap_page")) if pages > 1 else 1
     top[1].caption(f"{how} · page {page} of {pages}: images {GRID_IMAGES} and captions {GRID_TEXTS} per page")

@@ -2,13 +2,12 @@
 (written with its artifacts to its own cache root, so the suite's shared cache root is untouched)."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
 
 from engine.core import artifacts
-from engine.gap import figures, layout, metrics, projection, reference, report, synthetic
+from engine.gap import figures, layout, projection, reference, report, synthetic
 
 
 @pytest.fixture(scope="module")
