@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -65,6 +66,7 @@ def main() -> int:
     ap.add_argument("--poll", type=float, default=5.0, help="seconds between looks at the tabs")
     ap.add_argument("--keep", action="store_true", help="keep the temporary cache folder (its path goes to stderr)")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `kill` still stops the server and the runner
 
     cache = Path(tempfile.mkdtemp(prefix="geolens-first-run-"))
     env = {**os.environ, "GEOLENS_CACHE": str(cache), "PYTHONPATH": str(ROOT),
@@ -102,12 +104,13 @@ def main() -> int:
             home.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
             result["home_served_s"] = round(time.monotonic() - t0, 1)
             _log(f"Home served at {result['home_served_s']} s", t0)
-            tabs = {}
+            tabs, reloaded = {}, {}
             for name, path in PAGES.items():
                 tab = ctx.new_page()
                 tab.set_default_timeout(120_000)
-                tab.goto(f"{url}/{path}")
+                tab.goto(f"{url}/{path}", wait_until="commit")
                 tabs[name] = tab
+                reloaded[name] = time.monotonic()
             while time.monotonic() - t0 < args.timeout and any(v is None for v in result["pages"].values()):
                 for name, tab in tabs.items():
                     if result["pages"][name] is not None:
@@ -121,8 +124,12 @@ def main() -> int:
                         states[name] = st
                     if st == "ready":
                         result["pages"][name] = round(time.monotonic() - t0, 1)
-                    elif st.startswith("error") or st == "empty":  # a failed or blank run does not refresh itself
-                        tab.reload()
+                    elif st.startswith("error") and time.monotonic() - reloaded[name] > 120:
+                        reloaded[name] = time.monotonic()  # a failed run does not refresh itself: reload it
+                        try:
+                            tab.reload(wait_until="commit")
+                        except Exception as exc:  # a busy server: look again next round
+                            _log(f"{name}: reload failed ({type(exc).__name__})", t0)
                 time.sleep(args.poll)
             browser.close()
     finally:

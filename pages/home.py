@@ -183,9 +183,8 @@ def card_state(stage: str, was_ready: bool) -> None:
         st.progress(job.fraction or 0.0)
         st.caption(job.detail_text())
     elif state == "not built" or state.startswith("failed"):
-        if st.button("Build", key=f"home_build_{stage}", help=f"queue `{stage}` as a background job"):
-            job_ui.start(stage)
-            st.rerun(scope="fragment")
+        st.button("Build", key=f"home_build_{stage}", help=f"queue `{stage}` as a background job",
+                  on_click=job_ui.start, args=(stage,))
 
 
 def card(stage: str, title: str, page: str, blurb: str, data_fn, fig_fn) -> None:

@@ -64,6 +64,14 @@ def _synthetic_cache(as_default: bool = False):
     return cache
 
 
+def _gap_report(cache) -> None:
+    """What the shapes job's gap build leaves for the page (where the gap page reads a stored report)."""
+    from engine.gap import report
+
+    if hasattr(report, "build_report"):
+        report.build_report(cache)
+
+
 # ----------------------------------------------------------------------------- pure parts
 def test_friendly_cache_names_by_hand():
     shapes = {"dataset": {"source": "shapes", "n": 4000, "seed": 0}, "n_pairs": 4000,
@@ -128,6 +136,7 @@ def test_gap_page_fills_in_when_its_job_finishes(empty_root):
     no_exception(at)
     assert "building (10 %" in _markdown(at) and not at.metric
     cache = _synthetic_cache()
+    _gap_report(cache)
     _finish(job)
     at.run()  # the fragment sees the job done, reloads the listings and reruns the page
     no_exception(at)
@@ -155,7 +164,7 @@ def test_home_cards_states_jobs_and_friendly_names(empty_root):
     # the cache selector shows dataset · model · n; the file name is the value and goes in the URL
     sel = at.selectbox(key="_sel_cache")
     assert sel.value == cache.name and sel.format_func(cache.name) == "Shapes · geolens-tiny · 200 pairs"
-    assert at.query_params["cache"] == [cache.name]
+    assert at.query_params["cache"] == cache.name
     # the copy-link box reproduces the view's query parameters
     link = next(c.value for c in at.code if "cache=" in c.value)
     assert parse_qs(urlsplit(link).query) == {"cache": [cache.name]}
@@ -196,16 +205,24 @@ def test_pending_page_fills_in_in_chromium(tmp_path, page):
                     time.sleep(0.5)
             page.goto(f"{url}/gap?proj=pca")
             wait_for_app(page)
-            page.get_by_text("building (30 %").first.wait_for()
+            try:
+                page.get_by_text("building (30 %").first.wait_for(timeout=240_000)
+            except Exception:
+                page.screenshot(path=str(tmp_path / "pending.png"))
+                raise
             assert page.get_by_text("Deploy", exact=True).count() == 0
             assert page.locator("[data-testid='stMetricValue']").count() == 0
-            _synthetic_cache()
+            _gap_report(_synthetic_cache())
             _finish(job)
             page.locator("[data-testid='stMetricLabel']").get_by_text("DiM").first.wait_for(timeout=120_000)
-            assert page.get_by_text("Not built yet").count() == 0
+            page.get_by_text("geolens-pending").first.wait_for(state="detached", timeout=60_000)  # the box is gone
         finally:
             proc.terminate()
-            proc.wait(timeout=30)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=30)
     finally:
         if old is None:
             os.environ.pop("GEOLENS_CACHE", None)

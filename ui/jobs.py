@@ -49,9 +49,7 @@ def job_box(job: jobs.Job, key: str) -> None:
         st.caption(f"waiting for {len(ahead)} job(s) ahead of it" if ahead else "starts next")
         if jobs.runner_pid() is None:
             st.warning("No job runner is running.")
-            if st.button("Start the job runner", key=f"{key}_runner"):
-                jobs.ensure_runner()
-                st.rerun(scope="fragment")
+            st.button("Start the job runner", key=f"{key}_runner", on_click=jobs.ensure_runner)
 
 
 @st.fragment(run_every=POLL_S)
@@ -64,12 +62,9 @@ def _pending(stage: str, hint: str | None) -> None:
         if job is not None and job.active:
             job_box(job, key)
             c1, c2 = st.columns([1, 4])
-            if job.state == "queued" and job.priority < 10 and c1.button("Build this first", key=f"{key}_first"):
-                start(stage)
-                st.rerun(scope="fragment")
-            if c2.button("Cancel", key=f"{key}_cancel"):
-                jobs.cancel(job.id)
-                st.rerun(scope="fragment")
+            if job.state == "queued" and job.priority < 10:
+                c1.button("Build this first", key=f"{key}_first", on_click=start, args=(stage,))
+            c2.button("Cancel", key=f"{key}_cancel", on_click=jobs.cancel, args=(job.id,))
         elif job is not None and job.state == "done":
             seen = st.session_state.setdefault("_jobs_filled", set())
             if job.id not in seen:  # finished since this page last looked: reload the data listings
@@ -77,9 +72,7 @@ def _pending(stage: str, hint: str | None) -> None:
                 st.cache_data.clear()
                 st.rerun(scope="app")
             st.warning(f"Job {job.id} finished, but this page finds no data: `geolens jobs logs {job.id}`.")
-            if st.button("Build again", key=f"{key}_again"):
-                start(stage)
-                st.rerun(scope="fragment")
+            st.button("Build again", key=f"{key}_again", on_click=start, args=(stage,))
         else:
             if job is not None and job.state == "failed":
                 st.error(f"The last build {job.status_text()}")
@@ -88,10 +81,8 @@ def _pending(stage: str, hint: str | None) -> None:
             elif job is not None and job.state == "cancelled":
                 st.info(f"The last build (job {job.id}) was cancelled.")
             label = "Retry the build" if job is not None and job.state == "failed" else "Build the defaults"
-            if st.button(label, key=f"{key}_start", type="primary",
-                         help=f"queues `{stage}` as a background job; same as `geolens jobs submit {stage}`"):
-                start(stage)
-                st.rerun(scope="fragment")
+            st.button(label, key=f"{key}_start", type="primary", on_click=start, args=(stage,),
+                      help=f"queues `{stage}` as a background job; same as `geolens jobs submit {stage}`")
         if hint:
             st.caption(hint)
 
@@ -105,7 +96,9 @@ def pending_or_ready(stage: str, ready: bool, hint: str | None = None) -> bool:
 
 
 def jobs_panel(limit: int = 8) -> None:
-    """Every active job and the last finished ones, with cancel and logs."""
+    """Every active job and the last finished ones, with cancel and logs.
+
+Buttons act in ``on_click`` callbacks, so the rerun their click starts already shows the new state."""
     rows = jobs.list_jobs(limit=50)
     active = [j for j in rows if j.active]
     shown = active + [j for j in rows if not j.active][: max(0, limit - len(active))]
@@ -122,9 +115,8 @@ def jobs_panel(limit: int = 8) -> None:
                    (f" · attempt {j.attempts}" if j.attempts > 1 else "")
             c1, c2 = st.columns([4, 1])
             c1.caption(meta)
-            if j.active and c2.button("Cancel", key=f"_panel_cancel_{j.id}"):
-                jobs.cancel(j.id)
-                st.rerun(scope="fragment")
+            if j.active:
+                c2.button("Cancel", key=f"_panel_cancel_{j.id}", on_click=jobs.cancel, args=(j.id,))
             if j.state == "failed":
                 with st.expander("Log"):
                     st.code(_log_tail(j) or "(empty)", language=None)
