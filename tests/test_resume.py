@@ -69,17 +69,20 @@ SAE_ARGS = ["--atoms", "64", "--k", "4", "--batch-pairs", "16", "--epochs", "1",
 def test_train_sae_resumes_after_kill(tiny_cache, tmp_path):
     from safetensors.torch import load_file
 
-    from engine.sae.pipeline import CHECKPOINT, WEIGHTS, default_config, sae_dir, train_on_cache
+    from engine.core import artifacts
+    from engine.sae.pipeline import CHECKPOINT, KIND, WEIGHTS, default_config, sae_dir, sae_key, train_on_cache
 
+    cfg = default_config(tiny_cache, atoms=64, k=4, batch_pairs=16, epochs=1, min_steps=1200, beta=4e-4)
     argv = ["train-sae", "--cache", tiny_cache.name, "--name", "killed", *SAE_ARGS]
-    folder = sae_dir(tiny_cache, "killed")
-    kill_when(argv, lambda log: (folder / CHECKPOINT).exists(), tmp_path / "kill.log")
-    assert not (folder / WEIGHTS).exists()
+    key = sae_key(tiny_cache, cfg, "killed")
+    partial = artifacts.folder(KIND, key).with_name(key + artifacts.PARTIAL)  # where a run in progress lives
+    kill_when(argv, lambda log: (partial / CHECKPOINT).exists(), tmp_path / "kill.log")
+    assert artifacts.find(KIND, key) is None  # nothing half-trained is visible
     err = rerun(argv)
     m = re.search(r"train-sae: resuming at step (\d+) of 1200", err)
     assert m and int(m.group(1)) > 0 and int(m.group(1)) % 200 == 0, err[-2000:]
-    assert not (folder / CHECKPOINT).exists()
-    cfg = default_config(tiny_cache, atoms=64, k=4, batch_pairs=16, epochs=1, min_steps=1200, beta=4e-4)
+    folder = sae_dir(tiny_cache, "killed")
+    assert not (folder / CHECKPOINT).exists() and not partial.exists()
     train_on_cache(tiny_cache, cfg, name="uninterrupted", show_bar=False)
     a, b = load_file(str(folder / WEIGHTS)), load_file(str(sae_dir(tiny_cache, "uninterrupted") / WEIGHTS))
     assert a.keys() == b.keys()
@@ -157,3 +160,74 @@ def test_geodesics_precompute_resumes_after_kill(cache_root, tmp_path):
             ref = store.fetch_array(con, "SELECT path FROM paths WHERE metric = ? ORDER BY pair_id", [m])
             np.testing.assert_allclose(resumed[m], ref, atol=1e-5, err_msg=m)
 
+
+# ---- dvr-build -------------------------------------------------------------------------------
+DVR_ARGS = ["--chars-per-alphabet", "4", "--simclr-epochs", "1", "--proto-episodes", "15", "--episodes", "30",
+            "--way", "5", "--only", "copy,other_class,affine", "--strengths", "0.5,1,2"]
+
+
+def test_dvr_build_resumes_after_kill(cache_root, tmp_path):
+    import json
+
+    from engine.dvr import results, samples
+
+    argv = ["dvr-build", *DVR_ARGS]
+    # the 'generators' bar appears once the first generator's samples folder is written
+    kill_when(argv, lambda log: "generators:" in log.read_text(), tmp_path / "kill.log")
+    t_rerun = time.time_ns()
+    out = subprocess.run([sys.executable, "-m", "engine", *argv], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    m = re.search(r"dvr-build: resuming (?:at generator \d+ of 5|after all 5 generators) \((.+?) already sampled\)", out.stderr)
+    assert m, out.stderr[-2000:]
+    assert "train simclr" not in out.stderr and "train protonet" not in out.stderr  # critics come from the cache
+    res = json.loads(out.stdout[out.stdout.index("{"):])
+    root = Path(res["samples"])
+    for label in m.group(1).split(", "):  # what the killed run finished is kept, not redone
+        spec = next(p for p in root.iterdir() if (p / samples.MODEL_JSON).exists()
+                    and json.loads((p / samples.MODEL_JSON).read_text())["label"] == label)
+        assert (spec / samples.MODEL_JSON).stat().st_mtime_ns < t_rerun
+    rep = results.report(Path(res["ref"]))
+    ids = {r["id"] for r in rep["models"]}
+    assert len([i for i in ids if i.startswith("built-in/")]) == 5, ids
+    _evaluation_resumes_per_model(Path(res["ref"]), root, tmp_path)
+
+
+def _evaluation_resumes_per_model(ref: Path, built: Path, tmp_path: Path) -> None:
+    """An evaluation interrupted after its first model keeps that model's scores and scores the rest;
+    the result equals an uninterrupted evaluation."""
+    import contextlib
+    import io
+    import shutil
+
+    from engine import store
+    from engine.dvr import evaluate
+    from engine.dvr.networks import load_critics
+
+    folder = tmp_path / "mine"
+    for name in sorted(p.name for p in built.iterdir() if p.is_dir())[:3]:
+        shutil.copytree(built / name, folder / name)
+    critics = load_critics(evaluate.read_meta(ref)["critics_folder"])
+    calls: list[int] = []
+
+    def stop_after_first(done: int, total: int) -> None:
+        calls.append(done)
+        if len(calls) == 1:
+            raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.evaluate_folder(folder, ref, critics, run_name="interrupted", progress=stop_after_first)
+    err, scored, real_score = io.StringIO(), [], evaluate.score
+    evaluate.score = lambda *a, **k: scored.append(1) or real_score(*a, **k)
+    try:
+        with contextlib.redirect_stderr(err):
+            resumed = evaluate.evaluate_folder(folder, ref, critics, run_name="interrupted")
+    finally:
+        evaluate.score = real_score
+    assert re.search(r"dvr: resuming the evaluation of interrupted at model 2 of 3 \(\S+ already scored\)", err.getvalue())
+    assert len(scored) == 2  # the kept model is not scored again
+    full = evaluate.evaluate_folder(folder, ref, critics, run_name="uninterrupted")
+    for table, order in (("per_class", "model, class"), ("episodes", "model, class, episode"), ("models", "model")):
+        a = store.query_df(resumed, f"SELECT * FROM {table} ORDER BY {order}")
+        b = store.query_df(full, f"SELECT * FROM {table} ORDER BY {order}")
+        assert a.drop(columns=[c for c in a if c == "folder"]).equals(b.drop(columns=[c for c in b if c == "folder"])), table
