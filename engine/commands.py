@@ -145,7 +145,8 @@ def _train_default(args) -> int:
 
 # Stage -> the CLI calls that build it. Every command below caches its results and skips done work.
 DEFAULT_STAGES = {
-    "shapes": [["precompute", "--dataset", "shapes", "--model", "default"]],
+    "shapes": [["precompute", "--dataset", "shapes", "--model", "default"],
+               ["gap", "build", "--cache", "{default_cache}"]],  # the gap page reads its stored report and map
     "saes": [["train-sae", "--cache", "{default_cache}", "--beta", "0"],
              ["train-sae", "--cache", "{default_cache}", "--beta", "4e-4"],
              ["atoms", "build", "--cache", "{default_cache}"]],
