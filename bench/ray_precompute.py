@@ -125,7 +125,7 @@ def layout(args) -> dict:
     some = [i - i % 2 for i in some]
     glob = str(folder / "pairs-*.parquet")
     pq_sql = {
-        "pairs": ("SELECT emb FROM read_parquet(?) WHERE modality = ? ORDER BY pair_id", None),
+        "pairs": (f"SELECT CAST(emb AS FLOAT[{d}]) FROM read_parquet(?) WHERE modality = ? ORDER BY pair_id", None),
         "items": ("SELECT id, modality, pair_id, path, text FROM read_parquet(?) WHERE modality <> 'skipped' ORDER BY id", None),
         "thumbs": ("SELECT id, thumb FROM read_parquet(?) WHERE list_contains(?, id)", None),
     }
@@ -175,6 +175,7 @@ def main() -> None:
     out = {}
     if args.n:
         out["speed"] = speed(args)
+        print(json.dumps(out["speed"]), file=sys.stderr, flush=True)  # kept even if the layout part fails
     if args.layout_pairs:
         out["layout"] = layout(args)
     if args.json:
