@@ -17,10 +17,8 @@ from engine.gap import figures, layout, metrics, report
 from engine.gap.report import factor_columns, load_points
 from ui.state import set_url, synced_select, url_value
 
-GRID_IMAGES = 48
-"""selected images per grid page"""
-GRID_TEXTS = 100
-"""selected captions per grid page"""
+GRID_IMAGES = 48  # selected images per grid page
+GRID_TEXTS = 100  # selected captions per grid page
 NEIGHBOURS = 8
 
 st.title("Modality gap")
