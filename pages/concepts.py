@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from engine.concepts import cache, classifiers, figures, render
+from engine.concepts import cache, classifiers, figures, importance, render
 from engine.concepts.precompute import METHODS
 from ui.state import set_url, synced_select
 
@@ -27,6 +26,7 @@ def _caches() -> list[dict]:
 def _load(path: str, mtime: float) -> dict:
     return {"meta": cache.meta(path), "concepts": cache.concepts(path), "images": cache.images(path),
             "crops": cache.crops(path), "fidelity": cache.fidelity_curves(path), "report": cache.report(path),
+            "maco": cache.maco_images(path),
             "imp": {m: cache.importance_matrix(path, m) for m in METHODS}, "algos": cache.layouts_available(path)}
 
 
@@ -35,36 +35,12 @@ def _layout(path: str, mtime: float, method: str, algo: str) -> pd.DataFrame:
     return cache.layout(path, method, algo)
 
 
-def _compute(model: str, class_name: str, folder: str) -> None:
-    """Train/load the classifier and run the pipeline, with progress and items per second."""
-    from engine.concepts import precompute
-
-    bar = st.progress(0.0, text="starting")
-    t0 = time.perf_counter()
-
-    def cb(done: int, total: int, msg: str) -> None:
-        rate = done / max(time.perf_counter() - t0, 1e-9)
-        bar.progress(min(1.0, done / max(total, 1)), text=f"{msg} — {done}/{total} ({rate:.1f}/s)")
-
-    with st.status(f"Computing concepts of {class_name} for {model}…", expanded=True):
-        clf = classifiers.load(model, progress=cb)
-        precompute.run(precompute.ConceptConfig(model=model, class_name=class_name, images=folder), clf, progress=cb)
-    _caches.clear()
-    st.rerun()
-
-
-def _offer_compute(model: str, class_name: str) -> None:
-    st.info(f"No concept cache for **{model} / {class_name}** yet. CLI: "
-            f"`geolens precompute-concepts --model {model} --class \"{class_name}\"`.")
-    folder = ""
-    if model != "fmnist-cnn":
-        folder = st.text_input("Folder of images (jpg/png) to explain", key="concept_folder")
-    label = "Train the CNN (first use) and compute" if model == "fmnist-cnn" else "Compute"
-    if st.button(label, key="concept_compute", disabled=model != "fmnist-cnn" and not folder):
-        try:
-            _compute(model, class_name, folder)
-        except (ValueError, FileNotFoundError, RuntimeError) as exc:
-            st.error(str(exc))
+def _missing(model: str, class_name: str) -> None:
+    """No cache for this model/class: say how to build it (the page itself never writes)."""
+    images = "" if model == "fmnist-cnn" else " --images DIR"
+    st.info(f"No concept cache for **{model} / {class_name}** yet. Build it with "
+            f"`geolens precompute-concepts --model {model} --class \"{class_name}\"{images}`, then reload this page."
+            + ("" if model == "fmnist-cnn" else " DIR is a folder of .jpg/.png images to explain."))
 
 
 def _on_select() -> None:
@@ -93,7 +69,7 @@ if not found:
 
         pending_or_ready("concepts", False, hint=f"Other classes: `geolens precompute-concepts --model {model} --class NAME`.")
     else:
-        _offer_compute(model, class_name)
+        _missing(model, class_name)
     st.stop()
 if len(found) > 1:
     pick = st.sidebar.selectbox("Settings", range(len(found)), key="concept_settings", format_func=lambda i: (
@@ -108,9 +84,9 @@ method = synced_select("Importance", list(METHODS), "imp", sidebar=True, fmt=lam
 algo = synced_select("Layout", data["algos"], "layout", sidebar=True)
 k, n = len(con), len(imgs)
 imp = data["imp"][method]  # (n, k)
-top = imp.argmax(axis=1)
-important = np.asarray(con[f"size_{method}"] >= meta["config"]["min_images"])
-gvals = np.asarray(con["pct_logit"] if method == "gradient_input" else con["sobol"])
+top = importance.top_concepts(imp)
+important = cache.important(con, method, meta["config"]["min_images"])
+gvals = cache.global_importance(con, method)
 st.sidebar.caption(f"{n} images predicted as {class_name} · {k} concepts · patch {meta['stats']['patch']} px · "
                    f"NMF relative error {rep['reconstruction_error']['crops']:.3f} (crops), "
                    f"{rep['reconstruction_error']['images']:.3f} (images)")
@@ -144,11 +120,10 @@ with right:
 # ----------------------------------------------------------------------------- lasso grid
 lasso = st.session_state.get("concept_lasso") or []
 if lasso:
-    rows = sorted({int(r) for r in lasso if 0 <= int(r) < n})
-    shared = np.bincount(top[rows], minlength=k)
-    c = int(shared.argmax())
-    st.subheader(f"Lassoed cluster: {len(rows)} images, shared concept {c} "
-                 f"(top concept of {shared[c]} of them)")
+    las = cache.lasso_summary(top, lasso, k)
+    rows = las["rows"]
+    st.subheader(f"Lassoed cluster: {len(rows)} images, shared concept {las['concept']} "
+                 f"(top concept of {las['count']} of them)")
     st.image(cache.thumbs(entry["path"], rows[:60]), caption=[f"#{r}" for r in rows[:60]], width=72)
     if st.button("Clear selection", key="concept_clear"):
         st.session_state["concept_lasso"] = []
@@ -175,10 +150,25 @@ by_imp = [int(i) for i in np.argsort(-gvals)]
 gal = st.selectbox("Concept", by_imp, key="concept_gallery",
                    format_func=lambda i: f"concept {i} ({gvals[i]:.3g}{' %' if method == 'gradient_input' else ''})")
 cr = data["crops"][data["crops"]["concept"] == gal]
-st.image([bytes(b) for b in cr["png"]], caption=[f"#{r}" for r in cr["row"]], width=72)
+mc, mrep = data["maco"], rep["maco"]
+g1, g2 = st.columns([1, 2]) if len(mc) else (None, st.container())
+if len(mc):
+    row_m = mc[mc["concept"] == gal].iloc[0]
+    g1.image([bytes(row_m["image"]), render.with_alpha(bytes(row_m["image"]), bytes(row_m["alpha"]))],
+             caption=[f"MACO image of concept {gal}", "with its transparency map"], width=150)
+    g1.caption(f"Feature visualisation (MACO, {mrep['steps']} steps, {mrep['size']} px, spectrum "
+               f"{mrep['spectrum']}): objective {mrep['objective_first'][gal]:.3g} → {mrep['objective_last'][gal]:.3g}. "
+               "Transparent where the objective's gradient was small.")
+g2.image([bytes(b) for b in cr["png"]], caption=[f"#{r}" for r in cr["row"]], width=72)
 tops = ", ".join(f"{a} ({b:.2f})" for a, b in json.loads(con["top_classes"][gal]))
-st.caption(f"Top {len(cr)} crops of concept {gal} (highest NMF coefficient). Closest classes by cosine "
+g2.caption(f"Top {len(cr)} crops of concept {gal} (highest NMF coefficient). Closest classes by cosine "
            f"between the concept and each class's weight row: {tops}.")
+if len(mc):
+    st.image([bytes(b) for b in mc["image"].iloc[by_imp]], caption=[f"concept {i}" for i in by_imp], width=96)
+    st.caption("Every concept's MACO image, most important first.")
+else:
+    st.caption("This cache has no MACO concept images; rebuild it with "
+               f"`geolens precompute-concepts --model {model} --class \"{class_name}\" --force`.")
 
 # ----------------------------------------------------------------------------- fidelity
 st.subheader("Fidelity: concept deletion and insertion")

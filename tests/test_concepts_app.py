@@ -70,8 +70,30 @@ def test_point_click_lasso_and_gallery(caches):
     assert any(s.value.startswith("Lassoed cluster: 5 images") for s in at.subheader)
 
 
-def test_missing_class_offers_to_compute(caches):
-    at = _page({"model": "fmnist-cnn", "class": "Bag"})
+def _snapshot(root) -> dict:
+    return {str(p): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+def test_missing_class_shows_the_build_command_and_the_page_never_writes(caches, cache_root):
+    before = _snapshot(cache_root)
+    at = _page({"model": "fmnist-cnn", "class": "Coat"})  # not one of the default build's classes
     no_exception(at)
-    assert any("No concept cache" in i.value for i in at.info)
-    assert at.button(key="concept_compute")
+    info = " ".join(i.value for i in at.info)
+    assert "No concept cache" in info and 'geolens precompute-concepts --model fmnist-cnn --class "Coat"' in info
+    assert not at.button  # no compute button: building is the CLI's (and later the job runner's) job
+    at = _page({"model": "fmnist-cnn", "class": "Sneaker"})
+    at.selectbox(key="concept_gallery").select_index(1).run()
+    no_exception(at)
+    assert _snapshot(cache_root) == before
+
+
+def test_gallery_shows_the_maco_image_beside_the_crops(caches):
+    from engine.concepts import cache
+
+    at = _page({"model": "fmnist-cnn", "class": "Sneaker"})
+    no_exception(at)
+    gal = int(at.selectbox(key="concept_gallery").value)
+    rep = cache.report(caches["Sneaker"])["maco"]
+    cap = next(c.value for c in at.caption if c.value.startswith("Feature visualisation (MACO"))
+    assert f"{rep['steps']} steps" in cap and f"{rep['objective_last'][gal]:.3g}" in cap
+    assert any(c.value.startswith("Every concept's MACO image") for c in at.caption)
