@@ -85,7 +85,7 @@ def reconstruct(model, x: np.ndarray, bimodal: np.ndarray, chunk: int = 4096, de
 
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(dev).eval()
-    keep = torch.as_tensor(np.asarray(bimodal, dtype=bool), device=dev)
+    keep = torch.tensor(np.asarray(bimodal, dtype=bool), device=dev)
     out = {k: np.empty((len(x), model.d), dtype=np.float32) for k in ("reconstructed", "bimodal_only", "unimodal_only")}
     with torch.no_grad(), cpu_threads(dev, model):
         D = model.dictionary()
