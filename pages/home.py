@@ -13,6 +13,8 @@ from ui.format import DASH, num
 from ui.state import synced_select
 
 FIG_HEIGHT = 190
+CARD_POLL_S = 5.0
+"""seconds between refreshes of a card's state (five cards on one page: kept light for the server)"""
 
 
 def _small(fig: go.Figure) -> go.Figure:
@@ -22,7 +24,7 @@ def _small(fig: go.Figure) -> go.Figure:
 
 
 # ----------------------------------------------------------------------------- per-method reads (cached)
-@st.cache_data(ttl=3, show_spinner=False)
+@st.cache_data(ttl=10, show_spinner=False)
 def stage_outputs(stage: str) -> list[str]:
     return names.default_stage_outputs(stage)
 
@@ -171,7 +173,7 @@ def state_of(stage: str) -> tuple[str, jobs.Job | None]:
     return "not built", job
 
 
-@st.fragment(run_every=job_ui.POLL_S)
+@st.fragment(run_every=CARD_POLL_S)
 def card_state(stage: str, was_ready: bool) -> None:
     """The card's state line, refreshed live; the whole page reruns when the stage becomes ready."""
     state, job = state_of(stage)

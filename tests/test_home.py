@@ -82,6 +82,11 @@ def test_friendly_cache_names_by_hand():
     assert names.cache_label(coco) == "coco_val · ViT-B-32 (openai) · 25,014 pairs"
     assert names.cache_label({"dataset": {"source": "shapes", "seed": 7}, "model": {"arch": "geolens-tiny"}, "n_pairs": 600}) \
         == "Shapes (seed 7) · geolens-tiny (random init) · 600 pairs"
+    local = {"dataset": {"source": "shapes", "n": 4000, "seed": 0}, "n_pairs": 4000,
+             "model": {"arch": "ViT-B-32", "pretrained": "local-file"}}
+    assert names.cache_label(local) == "Shapes · ViT-B-32 (local weights) · 4,000 pairs"
+    assert names.cache_label({**local, "model": {"arch": "geolens-tiny", "pretrained": "local-file"}}) \
+        == "Shapes · geolens-tiny · 4,000 pairs"
 
     class C:  # two caches with one label get their key's start to tell them apart
         def __init__(self, name):

@@ -14,6 +14,8 @@ def _model_label(model: Mapping[str, Any]) -> str:
     pre = model.get("pretrained")
     if not pre:
         return f"{arch} (random init)"
+    if pre == "local-file":  # identities name local weights by hash, not path; geolens-tiny's are the default
+        return arch if arch == "geolens-tiny" else f"{arch} (local weights)"
     stem = Path(str(pre)).stem if ("/" in str(pre) or str(pre).endswith((".safetensors", ".bin", ".pt"))) else str(pre)
     return arch if stem.startswith(arch) else f"{arch} ({stem})"
 
