@@ -92,7 +92,10 @@ def write_builtin_samples(data: omniglot.OmniglotData, specs: list[generators.Mo
                 "params": dict(spec.params), "label": spec.label, "fit_seconds": gen.fit_seconds_}
         if isinstance(gen, generators.Trained):
             meta.update({"model": gen.label(), "artifact": gen.artifact_.key, "train_config": gen.train_config().to_dict(),
-                         "ink": gen.artifact_.meta.get("ink")})
+                         "train_ink": gen.artifact_.meta.get("ink")})
+        # ink mass of these samples against the human drawings': a blank-drawing model shows here
+        meta.update({"sample_ink": float((out >= 0.5).mean()), "human_ink": float((data.humans >= 0.5).mean()),
+                     "blank_fraction": float(((out >= 0.5).reshape(*out.shape[:2], -1).sum(-1) < 5).mean())})
         if folder.exists():  # an interrupted earlier write: start the model over
             shutil.rmtree(folder)
         samples.write_model(root, spec.slug, data.test_names, data.exemplars, out, meta)

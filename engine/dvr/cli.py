@@ -138,7 +138,10 @@ def _train(args) -> int:
             row = {"model": gen.label(), "artifact": art.key, "train_seconds": art.meta.get("train_seconds"),
                    "ink": art.meta.get("ink")}
             if args.publish:
-                trainer.publish(art, "geolens " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+                sp = {k: float(gen.params.get(k, v)) for k, v in gen.model_cls.SAMPLE_PARAMS.items()}
+                row["sample_ink"] = trainer.ink_check(gen.net_, data.train_x, data.train_y, **sp)
+                trainer.publish(art, "geolens " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+                                {"ink_as_sampled": row["sample_ink"], "sample_params": sp})
                 row["asset"] = trainer.asset_name(art.name)
             out.append(row)
             print(json.dumps(row, default=float), flush=True)

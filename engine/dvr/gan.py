@@ -33,7 +33,7 @@ class GANConfig(TrainConfig):
     channels: int = 16
     ms_weight: float = 1.0
     """λ of the mode-seeking term."""
-    steps: int = 250
+    steps: int = 500
     batch_classes: int = 16
     targets_per_class: int = 1
     lr: float = 5e-4

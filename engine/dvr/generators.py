@@ -183,7 +183,7 @@ class ModelSpec:
         return "_".join([self.generator] + [f"{k}{v:g}" for k, v in self.params]).replace(".", "p")
 
 
-BETAS = (1.0, 4.0)
+BETAS = (0.25, 1.0, 4.0)
 PSIS = (0.25, 0.5, 1.0, 2.0)
 GUIDANCES = (0.0, 1.0, 3.0)
 STRENGTHS = (0.5, 1.0, 2.0)

@@ -258,13 +258,14 @@ def get_model(name: str, model_cls: type[OneShotModel], cfg: TrainConfig, x: np.
     return load(model_cls, art.path, cfg, device), art
 
 
-def publish(art: artifacts.Artifact, command: str) -> dict:
+def publish(art: artifacts.Artifact, command: str, extra: dict | None = None) -> dict:
     """Ship a trained model's weights under ``assets/`` as ``dvr-<label>`` (``dvr-<label>-<key>.safetensors``)."""
     name = art.name
     meta = art.meta
     metrics = {k: meta[k] for k in ("train_seconds", "ink") if k in meta}
     if "loss" in meta and meta["loss"]:
         metrics["final_loss"] = meta["loss"][-1][1]
+    metrics.update(extra or {})
     return assets.publish(asset_name(name), {f"dvr-{name}-{art.key[:8]}.safetensors": art.file(WEIGHTS)},
                           config=art.config, config_key=art.key, command=command, seed=int(art.config.get("seed", 0)),
                           train_seconds=float(meta.get("train_seconds", 0.0)), metrics=metrics)
