@@ -69,6 +69,18 @@ def exact_limit(d: int, device: str, budget_s: float = 60.0) -> dict:
     return out
 
 
+def star(sample, points: int = 20):
+    """A concave star polygon over the bounding box of ``sample`` (outer radius beyond the box, inner
+    a fifth of its diagonal), so it selects a large share of the points whatever their clusters."""
+    import numpy as np
+
+    lo, hi = sample.min(0), sample.max(0)
+    centre, diag = (lo + hi) / 2, float(np.linalg.norm(hi - lo))
+    ang = np.linspace(0, 2 * np.pi, 2 * points + 1)[:-1]
+    rad = np.where(np.arange(2 * points) % 2 == 0, 0.75 * diag, 0.2 * diag)
+    return centre[0] + rad * np.cos(ang), centre[1] + rad * np.sin(ang)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100_000)
@@ -141,12 +153,8 @@ def main() -> int:
 
     # one lasso over every point of the stored UMAP (coordinates read from the artifact's .npy)
     xy = np.load(lay.path / "umap.npy", mmap_mode="r")
-    c = np.asarray(xy[:: max(1, len(xy) // 10_000)]).mean(0)
-    r = float(np.asarray(xy[:: max(1, len(xy) // 10_000)]).std(0).mean())
-    ang = np.linspace(0, 2 * np.pi, 41)[:-1]
-    rad = np.where(np.arange(40) % 2 == 0, 1.2 * r, 0.5 * r)  # a 20-point star: concave, ~half the points
-    rows = timed("lasso_all", lambda: layout.select_lasso(np.load(lay.path / "umap.npy"), c[0] + rad * np.cos(ang),
-                                                          c[1] + rad * np.sin(ang)))
+    xs, ys = star(np.asarray(xy[:: max(1, len(xy) // 10_000)]))
+    rows = timed("lasso_all", lambda: layout.select_lasso(np.load(lay.path / "umap.npy"), xs, ys))
     log(f"  lasso selected {len(rows):,} of {len(xy):,} points")
 
     # the NumPy baseline ranks the same full-gallery queries (both directions)
