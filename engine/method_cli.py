@@ -1,7 +1,6 @@
 """`geolens <method> build|report|list` for every method in ``engine.methods``.
 
-One code path for all of them: ``build`` calls ``Method.build`` (idempotent; ``--force`` where the
-method supports rebuilding is its own option), ``report`` reads the finished artifact and prints
+One code path for all of them: ``build`` calls ``Method.build`` (idempotent; ``--force`` rebuilds), ``report`` reads the finished artifact and prints
 ``Method.report`` (``--json`` for JSON), ``list`` prints what has been built. A method adds actions
 of its own through ``Method.extra_cli``.
 """
@@ -18,6 +17,7 @@ def register(commands, reports) -> None:
         sub = p.add_subparsers(dest=f"{name}_action", required=True, metavar="ACTION")
         b = sub.add_parser("build", help="build the artifact for these settings (skips it when already built)")
         m.add_arguments(b)
+        b.add_argument("--force", action="store_true", help="rebuild even if it is already built")
         b.set_defaults(func=lambda args, m=m: _build(m, args))
         r = sub.add_parser("report", help="print the numbers the page shows for these settings")
         m.add_arguments(r)
@@ -31,7 +31,7 @@ def register(commands, reports) -> None:
 
 
 def _build(m, args) -> int:
-    art = m.build(m.config_from_args(args), None)
+    art = m.build(m.config_from_args(args), None, force=args.force)
     print(f"{m.name}: {art.name} -> {art.path}")
     return 0
 

@@ -8,6 +8,7 @@ from engine.core.method import Method
 from engine.core.registry import Registry
 
 METHOD_MODULES = [
+    "engine.concepts.method",
     "engine.geodesics.method",
     "engine.atoms.method",
 ]

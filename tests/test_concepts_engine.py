@@ -281,7 +281,8 @@ def test_pipeline_cache_and_report(tiny):
         u = store.fetch_array(con, "SELECT u FROM images ORDER BY row")
         w = store.fetch_array(con, "SELECT vector FROM concepts ORDER BY concept")
     assert u.shape == (60, 10) and w.shape[0] == 10
-    assert path.with_suffix(".json").exists()
+    manifest = json.loads((path.parent / "manifest.json").read_text())   # the run's config is saved beside it
+    assert manifest["kind"] == "concepts" and manifest["config"]["n_concepts"] == 10
     assert len(cache.crops(path)) == 100 and set(cache.layouts_available(path)) == {"tsne", "umap"}
 
 

@@ -35,7 +35,7 @@ def _from_args(args) -> AtomsBuild:
     return AtomsBuild(cache=args.cache, sae=args.sae, eps=args.eps, seed=args.seed, max_pairs=args.max_pairs)
 
 
-def _build(cfg: AtomsBuild, progress=None):
+def _build(cfg: AtomsBuild, progress=None, force: bool = False):
     from engine.atoms.report import build_atoms
     from engine.embcache import open_cache
 
@@ -46,9 +46,9 @@ def _build(cfg: AtomsBuild, progress=None):
         names = list(list_saes(cache)["name"])
         if not names:
             raise FileNotFoundError(f"no SAE on cache {cache.name} yet; train one with `geolens train-sae --cache {cache.name}`")
-        return [build_atoms(cache, n, cfg.atoms_config()) for n in names][-1]
+        return [build_atoms(cache, n, cfg.atoms_config(), force=force) for n in names][-1]
     cfg.require_target()
-    return build_atoms(open_cache(cfg.cache), cfg.sae, cfg.atoms_config())
+    return build_atoms(open_cache(cfg.cache), cfg.sae, cfg.atoms_config(), force=force)
 
 
 def _find(cfg: AtomsBuild):

@@ -1,4 +1,4 @@
-"""Reading concept caches: listing them, loading their tables, and the report the page shows."""
+"""Reading concept runs (artifacts of kind ``concepts``): listing them, loading their tables, and the report the page shows."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from engine import store
-from engine.concepts.precompute import METHODS, PREFIX
+from engine.concepts.precompute import KIND, METHODS, RUN_FILE
+from engine.core import artifacts
 
 ROUND = 4  # decimals of every number in the report (the page shows the same rounded values)
 
@@ -38,21 +39,19 @@ def lasso_summary(top: np.ndarray, rows: list[int], k: int) -> dict:
 
 
 def list_caches() -> list[dict]:
-    """Every finished concept cache with its model, class and settings (newest first)."""
+    """Every finished concept run with its model, class and settings (newest first). Never writes."""
     out = []
-    for path in store.list_files(f"{PREFIX}*{store.SUFFIX}"):
-        try:
-            m = meta(path)
-        except Exception:  # a foreign or broken file: skip it, never crash the listing
-            continue
-        out.append({"path": path, "model": m["config"]["model"], "class_name": m["config"]["class_name"],
-                    "config": m["config"], "mtime": path.stat().st_mtime})
-    return sorted(out, key=lambda d: -d["mtime"])
+    for a in reversed(artifacts.list(KIND)):
+        path = a.path / RUN_FILE
+        if path.exists():
+            out.append({"path": path, "model": a.config["model"], "class_name": a.config["class_name"],
+                        "config": a.config, "mtime": path.stat().st_mtime})
+    return out
 
 
 def meta(path: str | Path) -> dict:
-    df = store.query_df(path, "SELECT name, value FROM meta")
-    return {n: json.loads(v) for n, v in zip(df["name"], df["value"])}
+    """The run's meta (config, classifier, stats, grid, MACO), from its artifact's manifest."""
+    return json.loads((Path(path).parent / artifacts.MANIFEST).read_text())["meta"]
 
 
 def concepts(path: str | Path) -> pd.DataFrame:
@@ -152,7 +151,7 @@ def report(path: str | Path, min_images: int | None = None) -> dict:
                   "objective_first": r([o[:tenth].mean() for o in obj]),
                   "objective_last": r([o[-tenth:].mean() for o in obj])}
     return {
-        "model": cfg["model"], "class": cfg["class_name"], "cache": Path(path).name,
+        "model": cfg["model"], "class": cfg["class_name"], "cache": Path(path).parent.name,
         "n_images": m["stats"]["n_images"], "n_concepts": cfg["n_concepts"], "patch": m["stats"]["patch"],
         "reconstruction_error": {"crops": round(m["stats"]["recon_error_crops"], ROUND),
                                  "images": round(m["stats"]["recon_error_images"], ROUND)},

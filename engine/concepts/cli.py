@@ -5,7 +5,7 @@ import argparse
 import sys
 
 
-def _config_args(p: argparse.ArgumentParser, class_required: bool) -> None:
+def config_args(p: argparse.ArgumentParser, class_required: bool) -> None:
     p.add_argument("--model", default="fmnist-cnn", help="classifier (fmnist-cnn, efficientnet-lite0, …)")
     p.add_argument("--class", dest="class_name", required=class_required, default=None,
                    help="class to explain" + ("" if class_required else " (default: every class)"))
@@ -30,14 +30,14 @@ def register(commands, reports) -> None:
     p.set_defaults(func=_train)
 
     p = commands.add_parser("precompute-concepts", help="CRAFT concepts + importances for a model's classes")
-    _config_args(p, class_required=False)
+    config_args(p, class_required=False)
     p.add_argument("--min-class-images", type=int, default=10,
                    help="with no --class: skip classes predicted for fewer images")
     p.add_argument("--force", action="store_true", help="recompute even if the cache exists")
     p.set_defaults(func=_precompute)
 
     p = reports.add_parser("concepts", help="importances, cluster sizes and fidelity of one class")
-    _config_args(p, class_required=True)
+    config_args(p, class_required=True)
     p.set_defaults(func=_report)
 
 
@@ -84,7 +84,7 @@ def _load(args):
     return clf
 
 
-def _config(args, class_name: str):
+def config(args, class_name: str):
     from engine.concepts.precompute import ConceptConfig
 
     return ConceptConfig(model=args.model, class_name=class_name, images=args.images, n_concepts=args.concepts,
@@ -110,14 +110,14 @@ def _precompute(args) -> int:
     else:
         counts = np.bincount(pred, minlength=len(clf.class_names))
         classes = [c for c, n in zip(clf.class_names, counts) if n >= args.min_class_images]
-    cached = [] if args.force else [c for c in classes if precompute.cache_path(_config(args, c), clf, data).exists()]
+    cached = [] if args.force else [c for c in classes if precompute.cache_path(config(args, c), clf, data).exists()]
     if cached:  # one cache per class: a killed run keeps the classes it finished
         tqdm.write(f"precompute-concepts: resuming: {len(cached)} of {len(classes)} classes already cached "
                    f"({', '.join(cached)}); computing the other {len(classes) - len(cached)}", file=sys.stderr)
     for name in tqdm(classes, desc="classes", file=sys.stderr, unit="class"):
         t0 = time.perf_counter()
         bar, cb = _tqdm_progress(f"  {name}")
-        path = precompute.run(_config(args, name), clf, data, cb, force=args.force, pred=pred)
+        path = precompute.run(config(args, name), clf, data, cb, force=args.force, pred=pred)
         bar.close()
         tqdm.write(f"{name}: {path.name} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
     return 0
@@ -128,6 +128,6 @@ def _report(args) -> dict:
 
     clf = _load(args)
     bar, cb = _tqdm_progress(f"concepts of {args.class_name}")
-    path = precompute.run(_config(args, clf.class_names[clf.class_index(args.class_name)]), clf, progress=cb)
+    path = precompute.run(config(args, clf.class_names[clf.class_index(args.class_name)]), clf, progress=cb)
     bar.close()
     return cache.report(path)

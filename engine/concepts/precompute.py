@@ -1,7 +1,8 @@
-"""The concept pipeline for one (model, class), written to one DuckDB cache (METHODS.md §2).
+"""The concept pipeline for one (model, class), written as one artifact (docs/METHODS.md §2).
 
-Tables (one file per model × class × settings, named concepts-<model>-<class>-<key>.duckdb):
-  meta(name, value)                      JSON: config, classifier, stats, heat grid, timings
+One artifact ``concepts/<key>`` per model × class × settings (``engine.core.artifacts``; key = hash of
+the config, the classifier's weights, the images and the MACO spectrum). Its manifest's ``meta`` holds
+the classifier, stats, heat grid and timings; its ``concepts.duckdb`` the tables:
   concepts(concept, vector, pct_logit, sobol, size_gradient_input, size_sobol,
            map_x, map_y, top_classes)    one row per concept
   images(row, source_index, name, label, logit, prob, u, gradient_input, sobol, heat, thumb)
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from engine import ENGINE_VERSION, store
+from engine.core import artifacts
 from engine.config import Config, check_choice, check_positive, stable_hash
 from engine.concepts import craft, fidelity, importance, layout, maco, render
 from engine.concepts.classifiers import Classifier
@@ -30,7 +32,6 @@ from engine.concepts.images import ImageSet, load_images
 from engine.concepts.sobol import SAMPLERS
 
 VERSION = f"{ENGINE_VERSION}-concepts-2"
-PREFIX = "concepts-"
 METHODS = ("gradient_input", "sobol")
 Progress = Callable[[int, int, str], None]
 
@@ -95,14 +96,27 @@ def _maco_identity(cfg: ConceptConfig, clf: Classifier) -> dict | None:
     return {"config": mc.to_dict(), "spectrum": maco.spectrum_key(clf.spectrum, mc.size_for(clf.input_size))}
 
 
+KIND = "concepts"
+RUN_FILE = "concepts.duckdb"
+
+
+def _key_parts(cfg: ConceptConfig, clf: Classifier, data: ImageSet) -> tuple[dict, list[str]]:
+    """(config, input keys): the classifier's weights, the images and (with MACO) the spectrum, by content."""
+    maco_id = _maco_identity(cfg, clf)
+    inputs = [f"weights:{clf.weights_id}", f"images:{stable_hash(data.identity, 16)}"]
+    if maco_id is not None:
+        inputs.append(f"maco:{stable_hash(maco_id, 16)}")
+    return cfg.to_dict(), inputs
+
+
 def cache_key(cfg: ConceptConfig, clf: Classifier, data: ImageSet) -> str:
-    return stable_hash({"cfg": cfg.to_dict(), "weights": clf.weights_id, "data": data.identity, "v": VERSION,
-                        "maco": _maco_identity(cfg, clf)})
+    config, inputs = _key_parts(cfg, clf, data)
+    return artifacts.artifact_key(KIND, config, inputs, VERSION)
 
 
 def cache_path(cfg: ConceptConfig, clf: Classifier, data: ImageSet) -> Path:
-    name = f"{PREFIX}{store.safe_name(cfg.model)}-{store.safe_name(cfg.class_name)}-{cache_key(cfg, clf, data)}{store.SUFFIX}"
-    return store.cache_root() / name
+    """Where the finished run's tables are (whether or not it has been built)."""
+    return artifacts.folder(KIND, cache_key(cfg, clf, data)) / RUN_FILE
 
 
 @torch.no_grad()
@@ -237,10 +251,10 @@ def _maco_meta(cfg: ConceptConfig, r: dict) -> dict | None:
             "seconds_per_concept": res.seconds / max(1, len(res.images))}
 
 
-def write(path: Path, cfg: ConceptConfig, clf: Classifier, data: ImageSet, r: dict) -> None:
-    """Write the pipeline's results to ``path`` atomically."""
+def write(w: artifacts.Writer, cfg: ConceptConfig, clf: Classifier, data: ImageSet, r: dict) -> None:
+    """Write the pipeline's results into the artifact being written (tables; meta into its manifest)."""
     meta = {
-        "config": cfg.to_dict(), "key": path.stem.rsplit("-", 1)[-1], "version": VERSION,
+        "config": cfg.to_dict(), "key": w.key, "version": VERSION,
         "classifier": {"name": clf.name, "weights_id": clf.weights_id, "input_size": clf.input_size,
                        "class_names": clf.class_names, "class_index": r["cls"]},
         "data": data.identity, "grid": r["grid"], "heat_shape": list(r["heat"].shape[1:]),
@@ -256,10 +270,10 @@ def write(path: Path, cfg: ConceptConfig, clf: Classifier, data: ImageSet, r: di
         lay["row"] += list(range(len(xy)))
         lay["x"] += xy[:, 0].tolist()
         lay["y"] += xy[:, 1].tolist()
-    with store.writing(path) as con:
-        for t in ("meta", "concepts", "images", "layouts", "crops", "fidelity", "maco"):
+    w.meta.update(json.loads(json.dumps(meta, default=float)))
+    with store.writing(w.file(RUN_FILE)) as con:
+        for t in ("concepts", "images", "layouts", "crops", "fidelity", "maco"):
             con.execute(f"DROP TABLE IF EXISTS {store.ident(t)}")
-        store.insert_rows(con, "meta", {"name": list(meta), "value": [json.dumps(v, default=float) for v in meta.values()]})
         store.insert_rows(con, "concepts", _concept_rows(cfg, clf, r))
         store.insert_rows(con, "images", _image_rows(data, r))
         store.insert_rows(con, "layouts", lay)
@@ -267,7 +281,7 @@ def write(path: Path, cfg: ConceptConfig, clf: Classifier, data: ImageSet, r: di
         store.insert_rows(con, "fidelity", _fidelity_rows(r))
         if r.get("maco") is not None:
             store.insert_rows(con, "maco", _maco_rows(r))
-    cfg.save_json(path.with_suffix(".json"))
+    w.file(RUN_FILE + ".lock").unlink(missing_ok=True)
 
 
 def run(cfg: ConceptConfig, clf: Classifier, data: ImageSet | None = None, progress: Progress | None = None,
@@ -279,6 +293,8 @@ def run(cfg: ConceptConfig, clf: Classifier, data: ImageSet | None = None, progr
         return path
     r = compute(cfg, clf, data, progress, pred)
     _stage(progress, 9, "writing the cache")
-    write(path, cfg, clf, data, r)
+    config, inputs = _key_parts(cfg, clf, data)
+    with artifacts.writing(KIND, config, inputs, VERSION, name=f"{cfg.model} · {cfg.class_name}", resume=False) as w:
+        write(w, cfg, clf, data, r)
     _stage(progress, 10, "done")
     return path

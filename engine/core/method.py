@@ -4,7 +4,8 @@ exposes, so the CLI, ``build-defaults``, the job runner and Home treat them all 
 A method package has a ``method.py`` defining ``METHOD = Method(...)``:
 
 - ``config``: its build-config dataclass (an ``engine.config.Config``);
-- ``build(cfg, progress) -> Artifact``: builds (or finds, if already built) the artifact;
+- ``build(cfg, progress, force=False) -> Artifact``: builds (or finds, if already built) the artifact;
+  ``force`` rebuilds it;
 - ``find(cfg) -> Artifact | None``: the finished artifact for ``cfg``, never building or writing;
 - ``report(artifact) -> dict``: exactly the JSON its page shows;
 - ``list() -> list[Artifact]``: what has been built;
@@ -38,7 +39,8 @@ class Method:
     config: type[Config]
     add_arguments: Callable[[argparse.ArgumentParser], None]
     config_from_args: Callable[[argparse.Namespace], Config]
-    build: Callable[[Config, ProgressFn | None], artifacts.Artifact]
+    build: Callable[..., artifacts.Artifact]
+    """``build(cfg, progress=None, force=False)``"""
     find: Callable[[Config], artifacts.Artifact | None]
     report: Callable[[artifacts.Artifact], dict]
     defaults: Callable[[], list[Config]] = lambda: []

@@ -7,10 +7,10 @@ from engine.geodesics import cli
 from engine.geodesics.runconfig import RunConfig
 
 
-def _build(cfg: RunConfig, progress: ProgressFn | None = None):
+def _build(cfg: RunConfig, progress: ProgressFn | None = None, force: bool = False):
     from engine.geodesics import pipeline
 
-    return pipeline.build(cfg, staged(progress))
+    return pipeline.build(cfg, staged(progress), force=force)
 
 
 def _find(cfg: RunConfig):
