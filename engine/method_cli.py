@@ -30,8 +30,21 @@ def register(commands, reports) -> None:
             m.extra_cli(sub)
 
 
+def _device(args) -> None:
+    """``--device``, where a method offers it, picks the engine's device for this process."""
+    if getattr(args, "device", None):
+        import os
+
+        from engine.device import ENV_DEVICE
+
+        os.environ[ENV_DEVICE] = args.device
+
+
 def _build(m, args) -> int:
-    art = m.build(m.config_from_args(args), None, force=args.force)
+    from engine.core.progress import print_progress
+
+    _device(args)
+    art = m.build(m.config_from_args(args), print_progress, force=args.force)
     print(f"{m.name}: {art.name} -> {art.path}")
     return 0
 

@@ -8,6 +8,8 @@ from engine.core.method import Method
 from engine.core.registry import Registry
 
 METHOD_MODULES = [
+    "engine.gap.method",
+    "engine.sae.method",
     "engine.concepts.method",
     "engine.geodesics.method",
     "engine.atoms.method",

@@ -23,7 +23,6 @@ from typing import Callable
 
 from engine.config import Config
 from engine.core import artifacts
-from engine.core.progress import ProgressFn
 
 
 @dataclasses.dataclass(frozen=True)

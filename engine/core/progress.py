@@ -52,6 +52,14 @@ class Progress:
 ProgressFn = Callable[[Progress], None]
 
 
+def print_progress(p: Progress) -> None:
+    """A sink for the command line: one updating line on stderr (``Progress.text``)."""
+    import sys
+
+    end = "\n" if p.total and p.done >= p.total else ""
+    print(f"\r  {p.text()}\033[K", end=end, file=sys.stderr, flush=True)
+
+
 def format_seconds(s: float) -> str:
     s = int(round(s))
     if s < 60:

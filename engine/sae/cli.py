@@ -1,4 +1,5 @@
-"""SAE commands: train-sae, saes, sanity-check, shapes-check."""
+"""SAE commands: train-sae, saes, sanity-check, shapes-check; the options of `geolens sae build|report|list|encode`
+(``engine/sae/method.py``)."""
 from __future__ import annotations
 
 import json
@@ -8,19 +9,7 @@ ARCHS = ("mp", "topk", "batchtopk", "archetypal")
 
 def register(commands, reports) -> None:
     p = commands.add_parser("train-sae", help="train an (aligned) sparse autoencoder on a cache's pairs")
-    p.add_argument("--cache", required=True, help="cache name or unique prefix (see `geolens caches`)")
-    p.add_argument("--arch", default="mp", choices=ARCHS)
-    p.add_argument("--atoms", type=int, default=None, help="dictionary size (default 8·d)")
-    p.add_argument("--k", type=int, default=20, help="MP steps / TopK active atoms")
-    p.add_argument("--beta", type=float, default=4e-4, help="alignment weight; 0 = plain SAE")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--min-steps", type=int, default=None, help="at least this many steps (small caches)")
-    p.add_argument("--batch-pairs", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--delta", type=float, default=None, help="archetypal: bound on the relaxation ‖Λ_i‖")
-    p.add_argument("--name", default=None, help="artifact name (default: arch, sizes and a config hash)")
-    p.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
+    train_args(p)
     p.add_argument("--force", action="store_true", help="retrain even if this SAE exists")
     p.add_argument("--json", action="store_true", help="print the SAE's metrics as JSON")
     p.set_defaults(func=_train)
@@ -46,19 +35,6 @@ def register(commands, reports) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_shapes)
 
-    from engine.commands import ray_args
-
-    sae = commands.add_parser("sae", help="SAE jobs: `geolens sae encode` recomputes codes and atom statistics")
-    sub = sae.add_subparsers(dest="sae_command", required=True, metavar="SUBCOMMAND")
-    p = sub.add_parser("encode", help="a trained SAE's codes and atom statistics over every item of its cache")
-    p.add_argument("--cache", required=True, help="cache name or unique prefix (see `geolens caches`)")
-    p.add_argument("--sae", required=True, help="SAE name (see `geolens saes --cache NAME`)")
-    p.add_argument("--eps", type=float, default=None, help="classify atoms at this ε (default: the stored one)")
-    p.add_argument("--workers", type=int, default=None, help="ray: encoder actors (default 1; one per GPU)")
-    p.add_argument("--batch-size", type=int, default=65536, help="ray: items per shard")
-    p.add_argument("--json", action="store_true")
-    ray_args(p)
-    p.set_defaults(func=_encode)
 
 
 def _print(obj: dict, as_json: bool) -> None:
@@ -140,3 +116,35 @@ def _shapes(args) -> int:
 
     _print(shapes_check(open_cache(args.cache), args.sae, args.eps), args.json)
     return 0
+
+
+def train_args(p) -> None:
+    """The SAE's training options (`geolens train-sae` and `geolens sae build|report`)."""
+    p.add_argument("--cache", required=True, help="cache name or unique prefix (see `geolens caches`)")
+    p.add_argument("--arch", default="mp", choices=ARCHS)
+    p.add_argument("--atoms", type=int, default=None, help="dictionary size (default 8·d)")
+    p.add_argument("--k", type=int, default=20, help="MP steps / TopK active atoms")
+    p.add_argument("--beta", type=float, default=4e-4, help="alignment weight; 0 = plain SAE")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--min-steps", type=int, default=None, help="at least this many steps (small caches)")
+    p.add_argument("--batch-pairs", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--delta", type=float, default=None, help="archetypal: bound on the relaxation ‖Λ_i‖")
+    p.add_argument("--name", default=None, help="artifact name (default: arch, sizes and a config hash)")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
+
+
+def add_encode_parser(sub) -> None:
+    """`geolens sae encode`: a trained SAE's codes and atom statistics (``--engine ray`` to shard it)."""
+    from engine.commands import ray_args
+
+    p = sub.add_parser("encode", help="a trained SAE's codes and atom statistics over every item of its cache")
+    p.add_argument("--cache", required=True, help="cache name or unique prefix (see `geolens caches`)")
+    p.add_argument("--sae", required=True, help="SAE name (see `geolens saes --cache NAME`)")
+    p.add_argument("--eps", type=float, default=None, help="classify atoms at this ε (default: the stored one)")
+    p.add_argument("--workers", type=int, default=None, help="ray: encoder actors (default 1; one per GPU)")
+    p.add_argument("--batch-size", type=int, default=65536, help="ray: items per shard")
+    p.add_argument("--json", action="store_true")
+    ray_args(p)
+    p.set_defaults(func=_encode)
