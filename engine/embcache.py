@@ -9,7 +9,6 @@ Schema (documented in README.md):
   thumbs(id INTEGER, png BLOB)                  image thumbnails, so pages need no source files
   skipped(path VARCHAR, reason VARCHAR)         unreadable/truncated/oversized inputs
   done_batches(batch INTEGER)                   resume bookkeeping
-  artifacts(kind VARCHAR, name VARCHAR, path VARCHAR, config VARCHAR)  SAEs, projections, ...
 
 Item ids: image of pair p has id 2p, its caption 2p + 1.
 """
@@ -100,22 +99,12 @@ class EmbCache:
         return self._df("SELECT path, reason FROM skipped")
 
     def artifacts(self, kind: str | None = None) -> pd.DataFrame:
-        if kind is None:
-            return self._df("SELECT kind, name, path, config FROM artifacts ORDER BY kind, name")
-        return self._df("SELECT kind, name, path, config FROM artifacts WHERE kind = ? ORDER BY name", [kind])
+        """What has been built directly on this cache (``engine.core.artifacts`` whose inputs name it)."""
+        from engine.core import artifacts
 
-    @property
-    def artifact_dir(self) -> Path:
-        """Folder beside the cache file for derived artifacts (SAEs, projections)."""
-        d = self.path.with_name(self.name)
-        d.mkdir(exist_ok=True)
-        return d
-
-    def register_artifact(self, kind: str, name: str, path: str | Path, config: dict) -> None:
-        """Link an artifact from the manifest (copy-on-write: open readers are unaffected)."""
-        with store.updating(self.path) as con:
-            con.execute("DELETE FROM artifacts WHERE kind = ? AND name = ?", [kind, name])
-            con.execute("INSERT INTO artifacts VALUES (?, ?, ?, ?)", [kind, name, str(path), json.dumps(config)])
+        rows = [{"kind": a.kind, "name": a.name, "key": a.key, "config": a.config}
+                for a in artifacts.list(kind, of=str(self.manifest["key"]))]
+        return pd.DataFrame(rows, columns=["kind", "name", "key", "config"])
 
     def size_bytes(self) -> int:
         return self.path.stat().st_size

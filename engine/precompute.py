@@ -78,7 +78,6 @@ def _init_schema(con, d: int) -> None:
     con.execute("CREATE TABLE IF NOT EXISTS thumbs(id INTEGER, png BLOB)")
     con.execute("CREATE TABLE IF NOT EXISTS skipped(path VARCHAR, reason VARCHAR)")
     con.execute("CREATE TABLE IF NOT EXISTS done_batches(batch INTEGER)")
-    con.execute("CREATE TABLE IF NOT EXISTS artifacts(kind VARCHAR, name VARCHAR, path VARCHAR, config VARCHAR)")
     con.execute("CREATE TABLE IF NOT EXISTS manifest(key VARCHAR, value VARCHAR)")
 
 

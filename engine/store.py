@@ -1,7 +1,8 @@
 """DuckDB files on disk: where caches live, how they are written atomically and read safely.
 
 Rules every cache in geolens follows:
-- a finished cache file is only ever replaced whole, by ``os.replace`` of a temp file,
+- a finished cache file is never modified (derived results are artifacts beside it,
+  ``engine.core.artifacts``); a writer replaces it whole, by ``os.replace`` of a temp file,
   so a reader sees either the old or the new file, never half of one;
 - writers work on ``<name>.duckdb.partial``; an interrupted writer leaves it behind and the
   next run with the same key resumes from it (see ``writing``);
@@ -14,7 +15,6 @@ import contextlib
 import fcntl
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -99,27 +99,6 @@ def writing(path: str | os.PathLike) -> Iterator[duckdb.DuckDBPyConnection]:
         wal = partial.with_name(partial.name + ".wal")
         if wal.exists():
             wal.unlink()
-
-
-@contextlib.contextmanager
-def updating(path: str | os.PathLike) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Copy-on-write update of a finished cache: readers keep the old file until the rename."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no cache at {path}")
-    with _lock(path):
-        tmp = path.with_name(path.name + ".update")
-        shutil.copyfile(path, tmp)
-        con = _connect_rw(tmp)
-        try:
-            yield con
-            con.execute("CHECKPOINT")
-        except BaseException:
-            con.close()
-            tmp.unlink(missing_ok=True)
-            raise
-        con.close()
-        os.replace(tmp, path)
 
 
 def has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
