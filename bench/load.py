@@ -267,7 +267,8 @@ def _sample(sid, rnd, page, phase, secs, res: RunResult, what="") -> dict:
             "exceptions": res.exceptions, "alerts": res.error_alerts}
 
 
-async def walk(sid: int, url: str, pages: list[str], rounds: int, timeout: float, samples: list[dict]) -> None:
+async def walk(sid: int, url: str, pages: list[str], rounds: int, timeout: float, samples: list[dict],
+               query: str = "") -> None:
     """One session: for each round, each page: open it, then one interaction."""
     try:
         async with Session(url, timeout) as s:
@@ -278,7 +279,7 @@ async def walk(sid: int, url: str, pages: list[str], rounds: int, timeout: float
                     if h is None:
                         samples.append(_sample(sid, rnd, page, "page", math.nan, RunResult(page_not_found=True)))
                         continue
-                    s.states, s.query = {}, ""
+                    s.states, s.query = {}, query
                     secs, res = await s.run(h, page)
                     samples.append(_sample(sid, rnd, page, "page", secs, res))
                     what, change = "rerun", None
@@ -346,7 +347,7 @@ class Writer(threading.Thread):
     def __init__(self, env: dict, n: int, seed: int = 11):
         super().__init__(daemon=True)
         self.env, self.n, self.seed = dict(env, OMP_NUM_THREADS="1"), n, seed
-        self.stop, self.runs = threading.Event(), []
+        self.stop, self.runs, self.proc = threading.Event(), [], None
         self.log = Path(env["GEOLENS_CACHE"]) / "load-writer.log"
 
     def run(self):
@@ -355,19 +356,27 @@ class Writer(threading.Thread):
                 for args in (["precompute", "--dataset", "shapes", "--n", str(self.n), "--seed", str(self.seed), "--force"],
                              ["train-sae", "--cache", f"shapes-n{self.n}-s{self.seed}", "--epochs", "2", "--force"]):
                     t0 = time.perf_counter()
-                    rc = geolens(args, self.env, log)
-                    self.runs.append({"cmd": args[0], "rc": rc, "seconds": round(time.perf_counter() - t0, 1)})
+                    self.proc = subprocess.Popen(GEOLENS + args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+                    rc = self.proc.wait()
+                    self.runs.append({"cmd": args[0], "rc": "stopped" if self.stop.is_set() and rc else rc,
+                                      "seconds": round(time.perf_counter() - t0, 1)})
                     if self.stop.is_set():
                         break
 
 
 # ---- main -----------------------------------------------------------------------------------------
-async def _clients(url, pages, sessions, rounds, timeout, samples):
+async def _clients(url, pages, sessions, rounds, timeout, samples, max_wall=None, query="") -> int:
+    """Run the sessions; returns how many were cut by ``max_wall`` seconds (their finished runs count)."""
     async def staggered(i):
         await asyncio.sleep(0.05 * i)  # tabs opened a moment apart, not in one burst
-        await walk(i, url, pages, rounds, timeout, samples)
+        await walk(i, url, pages, rounds, timeout, samples, query)
 
-    await asyncio.gather(*(staggered(i) for i in range(sessions)))
+    tasks = [asyncio.create_task(staggered(i)) for i in range(sessions)]
+    done, pending = await asyncio.wait(tasks, timeout=max_wall)
+    for t in pending:
+        t.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    return len(pending)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -380,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--writer-n", type=int, default=300, help="pairs of the writer's Shapes cache")
     ap.add_argument("--no-writer", action="store_true")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds one script run may take")
+    ap.add_argument("--query", default="", help="query string of every page visit, e.g. cache=<name> (the pages "
+                    "otherwise pick the first cache, which may be the writer's, not built yet)")
+    ap.add_argument("--max-wall", type=float, help="stop the clients after this many seconds (finished runs count)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     if a.sessions < 1 or a.rounds < 1:
@@ -402,21 +414,23 @@ def main(argv: list[str] | None = None) -> int:
         if writer:
             writer.start()
         t0 = time.perf_counter()
-        asyncio.run(_clients(url, pages, a.sessions, a.rounds, a.timeout, samples))
+        cut = asyncio.run(_clients(url, pages, a.sessions, a.rounds, a.timeout, samples, a.max_wall, a.query))
         wall = time.perf_counter() - t0
     finally:
         if writer:
             writer.stop.set()
+            if writer.proc and writer.proc.poll() is None:
+                writer.proc.terminate()  # the builds resume (tested in tests/test_resume.py)
         if proc:
             proc.terminate()
             proc.wait(30)
     load_after = os.getloadavg()
     if writer:
-        writer.join(600)
+        writer.join(60)
     summary = summarize(samples)
     summary.update(
         client="python websocket client (Streamlit BackMsg/ForwardMsg protocol), one asyncio loop",
-        sessions=a.sessions, rounds=a.rounds, pages=pages, wall_s=round(wall, 1), cpus=os.cpu_count(),
+        sessions=a.sessions, rounds=a.rounds, sessions_cut=cut, query=a.query, pages=pages, wall_s=round(wall, 1), cpus=os.cpu_count(),
         loadavg_before=[round(x, 2) for x in load_before], loadavg_after=[round(x, 2) for x in load_after],
         cache_root=str(a.cache_root), date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         writer_runs=writer.runs if writer else [],
