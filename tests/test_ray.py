@@ -277,7 +277,7 @@ def test_merged_shard_tables_equal_one_pass():
     """sae encode --engine ray merges per-shard encode_tables results; equal to one pass over all items."""
     import torch
 
-    from engine.sae.learners import make_learner
+    from engine.sae.registry import make_learner
     from engine.sae.ray_encode import id_shards, merge_tables
     from engine.sae.tables import encode_tables
 

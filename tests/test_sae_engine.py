@@ -11,7 +11,8 @@ import torch
 
 from engine.sae.archetypal import ArchetypalSAE, kmeans
 from engine.sae.config import SAEConfig
-from engine.sae.learners import LEARNER_NAMES, BatchTopKSAE, MPSAE, make_learner, matching_pursuit, scatter_codes
+from engine.sae.learners import BatchTopKSAE, MPSAE, matching_pursuit, scatter_codes
+from engine.sae.registry import LEARNER_NAMES, make_learner
 from engine.sae.losses import alignment_loss, mask_top1, sae_loss
 from engine.sae.metrics import code_metrics, explained_variance, evaluate
 from engine.sae.shapes_check import indicator_corr
@@ -39,7 +40,7 @@ def test_contract_every_learner(arch):
     img, txt = tiny_pairs()
     cfg = tiny_cfg(arch)
     model = make_learner(arch, 8, 16, 3, **cfg.learner_kwargs())
-    summary = model.fit(img, txt, cfg, show_bar=False).fit_summary_
+    summary = train_loop(model, img, txt, cfg, show_bar=False)
     assert summary["steps"] == 30
     x = torch.cat([img, txt])
     with torch.no_grad():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-ARCHS = ("mp", "topk", "batchtopk", "archetypal")
 
 
 def register(commands, reports) -> None:
@@ -121,7 +120,9 @@ def _shapes(args) -> int:
 def train_args(p) -> None:
     """The SAE's training options (`geolens train-sae` and `geolens sae build|report`)."""
     p.add_argument("--cache", required=True, help="cache name or unique prefix (see `geolens caches`)")
-    p.add_argument("--arch", default="mp", choices=ARCHS)
+    from engine.sae.registry import LEARNER_NAMES
+
+    p.add_argument("--arch", default="mp", choices=LEARNER_NAMES)
     p.add_argument("--atoms", type=int, default=None, help="dictionary size (default 8·d)")
     p.add_argument("--k", type=int, default=20, help="MP steps / TopK active atoms")
     p.add_argument("--beta", type=float, default=4e-4, help="alignment weight; 0 = plain SAE")

@@ -5,7 +5,7 @@ import dataclasses
 import math
 
 from engine.config import Config, check_choice, check_positive
-from engine.sae.learners import LEARNER_NAMES
+from engine.sae.registry import LEARNER_NAMES
 
 
 @dataclasses.dataclass

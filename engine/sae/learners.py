@@ -52,14 +52,6 @@ class DictionaryLearner(nn.Module):
     def after_step(self) -> None:
         """Projection after each optimiser step (constraints); no-op by default."""
 
-    def fit(self, img: torch.Tensor, txt: torch.Tensor, cfg, **kw) -> "DictionaryLearner":
-        """Train on aligned pairs (img (n, d), txt (n, d)) with ``engine.sae.train.train_loop``;
-        returns self, the training summary in ``fit_summary_``."""
-        from engine.sae.train import train_loop
-
-        self.fit_summary_ = train_loop(self, img, txt, cfg, **kw)
-        return self
-
 
 def _unit_rows(w: torch.Tensor) -> torch.Tensor:
     return w / w.norm(dim=1, keepdim=True).clamp_min(1e-8)
@@ -227,20 +219,3 @@ class BatchTopKSAE(TopKSAE):
                 t = self.threshold
                 self.threshold.copy_(low if t < 0 else (1 - self.momentum) * t + self.momentum * low)
         return z
-
-
-def registry() -> dict[str, type[DictionaryLearner]]:
-    from engine.sae.archetypal import ArchetypalSAE
-
-    return {"mp": MPSAE, "topk": TopKSAE, "batchtopk": BatchTopKSAE, "archetypal": ArchetypalSAE}
-
-
-LEARNER_NAMES = ("mp", "topk", "batchtopk", "archetypal")
-
-
-def make_learner(arch: str, d: int, atoms: int, k: int, **kw) -> DictionaryLearner:
-    """Build a learner by registry name."""
-    reg = registry()
-    if arch not in reg:
-        raise ValueError(f"unknown SAE arch {arch!r}; choose one of {sorted(reg)}")
-    return reg[arch](d, atoms, k, **kw)

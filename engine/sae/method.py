@@ -7,8 +7,6 @@ import dataclasses
 from engine.config import Config
 from engine.core.method import Method
 
-ARCHS = ("mp", "topk", "batchtopk", "archetypal")
-
 
 @dataclasses.dataclass
 class SaeBuild(Config):

@@ -33,7 +33,8 @@ from engine.core import artifacts
 from engine.embcache import EmbCache, image_id, text_id
 from engine.paths import disk_full, is_disk_full
 from engine.sae.config import SAEConfig
-from engine.sae.learners import DictionaryLearner, make_learner
+from engine.sae.learners import DictionaryLearner
+from engine.sae.registry import make_learner
 from engine.sae.metrics import evaluate_source
 from engine.sae.stats import DEFAULT_EPS, tables_from, write_stats
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from engine.sae.config import SAEConfig
-from engine.sae.learners import make_learner
+from engine.sae.registry import make_learner
 from engine.sae.metrics import encode_all, evaluate
 from engine.sae.synthetic import SyntheticConfig, generate, recovery
 from engine.sae.train import train_loop

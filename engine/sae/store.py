@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 from engine import store
 from engine.embcache import EmbCache, open_cache
 from engine.sae.config import SAEConfig
-from engine.sae.learners import DictionaryLearner, make_learner
+from engine.sae.learners import DictionaryLearner
+from engine.sae.registry import make_learner
 from engine.sae import tables
 from engine.sae.pipeline import CONFIG, META, STATS, WEIGHTS, list_artifacts, sae_dir
 from engine.sae.stats import classify

@@ -156,7 +156,7 @@ def sae_epoch(data, cfg: SAEConfig, device: str | torch.device | None = None, sh
     ``cfg.atoms`` atoms is trained from ``cfg.seed``; nothing is written. For benchmarks (bench/scale.py).
     """
     from engine.embcache import EmbCache
-    from engine.sae.learners import make_learner
+    from engine.sae.registry import make_learner
     from engine.sae.stream import CacheSource
 
     if isinstance(data, EmbCache):
