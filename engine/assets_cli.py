@@ -109,6 +109,41 @@ def _fmnist_built(retrain: bool) -> Built:
 ASSETS.add("fmnist-cnn", AssetRecipe("geolens assets publish fmnist-cnn", _fmnist_built, {"test_accuracy": 0.01}))
 
 
+# ----------------------------------------------------------------------------- dvr generators
+DVR_ASSETS = {"vae_ns": ("vae_ns", {}), "vae_ns-beta0.25": ("vae_ns", {"beta": 0.25}),
+              "vae_ns-beta4": ("vae_ns", {"beta": 4.0}), "dagan": ("dagan", {}), "ddpm_cfg": ("ddpm_cfg", {})}
+"""Shipped dvr generators: asset ``dvr-<label>`` -> (registry name, training parameters)."""
+
+
+def _dvr_built(name: str, params: dict, retrain: bool) -> Built:
+    """Train (or, unless ``retrain``, reuse) one dvr generator on the built-in stroke set."""
+    import shutil
+
+    from engine.core import artifacts
+    from engine.device import pick_device
+    from engine.dvr import build, generators, omniglot, strokes, trainer
+
+    data = omniglot.load_split(build.dataset_root(None, strokes.StrokeSetConfig()))
+    gen = generators.make(name, **params)
+    cfg = gen.train_config()
+    key = trainer.model_key(name, cfg, data.key, gen.model_cls.VERSION)
+    if retrain:
+        shutil.rmtree(artifacts.folder(trainer.KIND, key), ignore_errors=True)
+    _, art = trainer.get_model(name, gen.model_cls, cfg, data.train_x, data.train_y, data.key, pick_device(None),
+                               use_assets=not retrain, label=gen.label())
+    return Built({f"dvr-{art.name}-{art.key[:8]}.safetensors": art.file(trainer.WEIGHTS)}, art.config, art.key,
+                 int(art.config.get("seed", 0)), float(art.meta.get("train_seconds", 0.0)),
+                 {"train_seconds": float(art.meta.get("train_seconds", 0.0))})
+
+
+for _label, (_name, _params) in DVR_ASSETS.items():
+    # Retrains are checked by their files' presence and the manifest's hashes only: their losses are nested
+    # per-term records (no single number to hold to a tolerance yet).
+    ASSETS.add(f"dvr-{_label}", AssetRecipe(
+        f"geolens dvr-train {_name}" + "".join(f" --set {k}={v:g}" for k, v in _params.items()) + " --publish",
+        lambda retrain, n=_name, p=_params: _dvr_built(n, p, retrain), {}))
+
+
 # ----------------------------------------------------------------------------- publish / verify
 def publish_built(name: str, built: Built, command: str) -> dict:
     return assets.publish(name, built.files, config=built.config, config_key=built.config_key, command=command,
