@@ -118,6 +118,11 @@ class Encoder:
         return {"arch": self.spec.arch, "pretrained": pretrained, "weights_hash": self.weights_hash,
                 "preprocess": repr(self.preprocess)}
 
+    def provenance(self) -> dict:
+        """``identity`` plus where the weights were read from (for the cache manifest: a page reloads the
+        encoder from it; never part of a key, so moving the file changes no cache's name)."""
+        return {**self.identity(), "pretrained": self.spec.pretrained}
+
     @torch.no_grad()
     def encode_images(self, pixels: torch.Tensor) -> np.ndarray:
         """(B, 3, H, W) preprocessed pixels -> (B, d) unit vectors."""

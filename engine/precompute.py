@@ -191,7 +191,7 @@ def _precompute(source, encoder, path: Path, n: int, batch_size: int, num_worker
         n_ok = con.execute("SELECT count(*) FROM items WHERE modality = 'image'").fetchone()[0]
         n_skip = con.execute("SELECT count(*) FROM skipped").fetchone()[0]
         seconds = time.time() - t0
-        manifest = {"key": path.stem.rsplit("-", 1)[-1], "dataset": source.identity(), "model": encoder.identity(),
+        manifest = {"key": path.stem.rsplit("-", 1)[-1], "dataset": source.identity(), "model": encoder.provenance(),
                     "n_pairs": int(n_ok), "n_skipped": int(n_skip), "dim": int(encoder.dim),
                     "engine_version": ENGINE_VERSION, "device": str(encoder.device),
                     "created": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds_last_run": round(seconds, 2),

@@ -331,7 +331,7 @@ def import_shards(path: Path, folder: Path, source: PairSource, encoder: Encoder
                                f"rerun the same command to encode them")
         n_ok = con.execute("SELECT count(*) FROM items WHERE modality = 'image'").fetchone()[0]
         n_skip = con.execute("SELECT count(*) FROM skipped").fetchone()[0]
-        manifest = {"key": path.stem.rsplit("-", 1)[-1], "dataset": source.identity(), "model": encoder.identity(),
+        manifest = {"key": path.stem.rsplit("-", 1)[-1], "dataset": source.identity(), "model": encoder.provenance(),
                     "n_pairs": int(n_ok), "n_skipped": int(n_skip), "dim": int(encoder.dim),
                     "engine_version": ENGINE_VERSION, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
                     **manifest_extra, "seconds_last_run": round(time.time() - (t0 or time.time()), 2)}

@@ -132,14 +132,12 @@ def test_tqdm_bars_become_job_progress(jobs_root):
 
     job = jobs.submit("count", {"steps": 1, "tag": "tqdm"})
     ctx = jobs.JobContext(job)
-    jobs.hook_tqdm(ctx)
+    undo = jobs.hook_tqdm(ctx)
     try:
         for _ in tqdm(range(40), desc="encode", unit="pair", mininterval=0, file=open(os.devnull, "w")):
             pass
     finally:
-        import tqdm.std
-
-        tqdm.std.tqdm.display = tqdm.std.tqdm.display.__closure__[0].cell_contents  # restore the original
+        undo()  # the rest of the suite draws plain bars again
     p = jobs.get(job.id).progress
     assert (p.done, p.total, p.unit, p.stage) == (40, 40, "pair", "encode")
 

@@ -115,7 +115,7 @@ def test_precompute_concepts_resumes_after_kill(cache_root, fmnist_folder, tmp_p
     from engine.concepts import cache
 
     argv = ["precompute-concepts", "--images", str(fmnist_folder), *CONCEPT_ARGS]
-    done_line = re.compile(r"^(.+): (concepts-\S+\.duckdb) \(", re.M)
+    done_line = re.compile(r"^(.+): (artifacts/concepts/\S+/concepts\.duckdb) \(", re.M)
     kill_when(argv, lambda log: bool(done_line.search(log.read_text())), tmp_path / "kill.log")
     first_class, first_file = done_line.search((tmp_path / "kill.log").read_text()).groups()
     first = store.cache_root() / first_file

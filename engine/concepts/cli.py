@@ -99,6 +99,7 @@ def _precompute(args) -> int:
     import numpy as np
     from tqdm import tqdm
 
+    from engine import store
     from engine.concepts import precompute
     from engine.concepts.images import load_images
 
@@ -119,7 +120,7 @@ def _precompute(args) -> int:
         bar, cb = _tqdm_progress(f"  {name}")
         path = precompute.run(config(args, name), clf, data, cb, force=args.force, pred=pred)
         bar.close()
-        tqdm.write(f"{name}: {path.name} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
+        tqdm.write(f"{name}: {path.relative_to(store.cache_root())} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
     return 0
 
 

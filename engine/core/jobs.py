@@ -544,8 +544,8 @@ class JobContext:
         return get(self.id).cancel
 
 
-def hook_tqdm(ctx: JobContext) -> None:
-    """Report every tqdm bar drawn in this process as the job's progress."""
+def hook_tqdm(ctx: JobContext) -> Callable[[], None]:
+    """Report every tqdm bar drawn in this process as the job's progress; returns the undo."""
     import tqdm.std
 
     original = tqdm.std.tqdm.display
@@ -562,6 +562,11 @@ def hook_tqdm(ctx: JobContext) -> None:
         return out
 
     tqdm.std.tqdm.display = display
+
+    def undo() -> None:
+        tqdm.std.tqdm.display = original
+
+    return undo
 
 
 def _watch_parent(parent: int) -> None:

@@ -121,12 +121,16 @@ def read_model(folder: Path) -> ModelSamples:
 
 
 def class_images(model_folder: str | Path, cls: str) -> tuple[Path | None, list[Path]]:
-    """(exemplar path, sample paths) of one class of a model folder, for display."""
+    """(exemplar path, sample paths) of one class of a model folder, for display; (None, []) when the
+    folder is gone or unreadable (an evaluated run's samples may have been moved or locked since)."""
     d = Path(model_folder) / cls
-    if not d.is_dir():
+    try:
+        if not d.is_dir():
+            return None, []
+        ex = d / EXEMPLAR
+        return (ex if ex.exists() else None), [p for p in image_files(d) if p.name != EXEMPLAR]
+    except OSError:
         return None, []
-    ex = d / EXEMPLAR
-    return (ex if ex.exists() else None), [p for p in image_files(d) if p.name != EXEMPLAR]
 
 
 def montage(paths: list[str | Path], cols: int = 5, side: int = 50, pad: int = 2) -> np.ndarray:
