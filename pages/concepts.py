@@ -1,4 +1,4 @@
-"""Concepts: CRAFT concepts, their importance and the interactive strategic cluster graph (METHODS.md §2)."""
+"""Concepts: CRAFT concepts, their importance and the interactive strategic cluster graph (docs/METHODS.md §2)."""
 from __future__ import annotations
 
 import json

@@ -1,5 +1,5 @@
 """Modality gap: how far apart images and captions sit, how well they still retrieve each other,
-and where every item lies in one joint map (METHODS.md §1).
+and where every item lies in one joint map (docs/METHODS.md §1).
 
 Read-only: the numbers and the map's layouts are built by `geolens gap build --cache NAME`
 (engine.gap.report, engine.gap.layout); the page shows that command when they are missing."""

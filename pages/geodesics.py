@@ -1,4 +1,4 @@
-"""Geodesics under metrics from energy-based models (METHODS §3): see, compare and score shortest paths."""
+"""Geodesics under metrics from energy-based models (docs/METHODS.md §3): see, compare and score shortest paths."""
 from __future__ import annotations
 
 import time

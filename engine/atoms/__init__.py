@@ -1,1 +1,1 @@
-"""Bimodal atom browser: interventions on SAE codes and composed retrieval (Iso-Energy, METHODS.md §1)."""
+"""Bimodal atom browser: interventions on SAE codes and composed retrieval (Iso-Energy, docs/METHODS.md §1)."""

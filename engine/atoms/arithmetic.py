@@ -1,4 +1,4 @@
-"""Vector arithmetic (composed retrieval, METHODS.md §1): image + edit text, with and without
+"""Vector arithmetic (composed retrieval, docs/METHODS.md §1): image + edit text, with and without
 keeping only the edit's bimodal atoms.
 
 query_full     = x̂_image + x̂_edit

@@ -1,7 +1,7 @@
 """Interventions on sparse codes: keep some atoms, decode, measure the gap and retrieval.
 
 With codes Z (n, m) and dictionary D (m, d), the embedding decoded from a set of atoms S is
-x̃ = Σ_{k∈S} z_k D_k. Variants (METHODS.md §1):
+x̃ = Σ_{k∈S} z_k D_k. Variants (docs/METHODS.md §1):
 - reconstructed  x̂ = Z D;
 - bimodal-only   S = bimodal atoms;  unimodal-only  S = the complement;
 - mean-centred   x̂ − mean of its own modality;

@@ -1,1 +1,1 @@
-"""CRAFT concepts, Sobol and gradient × input importance, and the strategic cluster graph (METHODS.md §2)."""
+"""CRAFT concepts, Sobol and gradient × input importance, and the strategic cluster graph (docs/METHODS.md §2)."""

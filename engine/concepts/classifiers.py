@@ -1,4 +1,4 @@
-"""Classifier adapters: any torch image classifier split as f = h ∘ g (METHODS.md §2).
+"""Classifier adapters: any torch image classifier split as f = h ∘ g (docs/METHODS.md §2).
 
 g maps a preprocessed batch to non-negative activations (B, C) (spatially averaged when the
 network is convolutional up to its pooling), h is the last ``nn.Linear`` (C → classes). The

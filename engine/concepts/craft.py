@@ -1,4 +1,4 @@
-"""CRAFT concept extraction (Fel et al. 2023; METHODS.md §2): crops → activations → NMF.
+"""CRAFT concept extraction (Fel et al. 2023; docs/METHODS.md §2): crops → activations → NMF.
 
 Each image of the class is cut into p×p crops at stride ⌊0.8 p⌋, every crop is resized back to
 the input size and passed through g: A_crops (n_crops, C) ≥ 0. NMF factorises

@@ -1,4 +1,4 @@
-"""Concept importance (METHODS.md §2): Sobol total indices and gradient × input in concept space.
+"""Concept importance (docs/METHODS.md §2): Sobol total indices and gradient × input in concept space.
 
 With f = h ∘ g, activations A = g(x) ≈ u W and h the last linear layer (weights w, bias b):
 
@@ -83,7 +83,7 @@ def top_concepts(local: np.ndarray) -> np.ndarray:
 
 
 def is_important(sizes: np.ndarray, min_images: int = 10) -> np.ndarray:
-    """The Lens rule (METHODS.md §2): a concept is 'important' if it is the top concept of at least
+    """The Lens rule (docs/METHODS.md §2): a concept is 'important' if it is the top concept of at least
     ``min_images`` images; ``sizes`` (k,) are the images per top concept → bool (k,)."""
     return np.asarray(sizes) >= min_images
 

@@ -1,5 +1,5 @@
 """MACO feature visualisation of concepts (Fel et al. 2023, "Unlocking feature visualization for
-deeper networks with magnitude constrained optimization"; METHODS.md §2).
+deeper networks with magnitude constrained optimization"; docs/METHODS.md §2).
 
 An image is parametrised in the Fourier domain by a *fixed* amplitude spectrum m (c, H, H//2+1),
 estimated from the model's domain, and a free phase φ (c, H, H//2+1)::
@@ -51,7 +51,7 @@ NATURAL_PHOTOS = (("skimage", "astronaut.png"), ("skimage", "chelsea.png"), ("sk
 # --------------------------------------------------------------------------- config
 @dataclasses.dataclass
 class MacoConfig(Config):
-    """MACO settings (METHODS.md §2); every field is part of the concept cache's key."""
+    """MACO settings (docs/METHODS.md §2); every field is part of the concept cache's key."""
 
     steps: int = 256
     """Gradient-ascent steps."""

@@ -61,7 +61,7 @@ class ConceptConfig(Config):
     top_crops: int = 10
     nmf_max_iter: int = 500
     maco_steps: int = 256
-    """MACO steps per concept image (METHODS.md §2); 0 = no concept images."""
+    """MACO steps per concept image (docs/METHODS.md §2); 0 = no concept images."""
     maco_crops: int = 32
     """Random crops per MACO step."""
     maco_size: int = 0

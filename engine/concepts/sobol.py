@@ -6,7 +6,7 @@ The function is evaluated on the N(d+2) rows [A; B; C_1; …; C_d]. Jansen's tot
 
     S_Ti = Σ_j (f(A_j) − f(C_i,j))² / (2 N Var(f(A)))
 
-(METHODS.md §2; Jansen 1999). ``fn`` may return one output per mask or a batch of outputs
+(docs/METHODS.md §2; Jansen 1999). ``fn`` may return one output per mask or a batch of outputs
 (M, *out), e.g. one per image; indices are then computed for every output at once.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Diversity, recognizability and originality (Boutin et al. 2022, 2024; METHODS.md §4).
+"""Diversity, recognizability and originality (Boutin et al. 2022, 2024; docs/METHODS.md §4).
 
 All functions take critic features of already preprocessed images (50×50, [0, 1],
 binarised at 0.5; see ``engine.dvr.omniglot.to_ink``).

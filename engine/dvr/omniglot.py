@@ -5,7 +5,7 @@ Layout (Lake et al. 2015; the built-in stroke set is written the same way)::
     root/images_background/<alphabet>/character01/0709_01.png   (20 drawings per character)
     root/images_evaluation/<alphabet>/characterNN/*.png
 
-Split (Boutin et al. 2022, METHODS.md §4): test = characters 1–3 of every alphabet, in
+Split (Boutin et al. 2022, docs/METHODS.md §4): test = characters 1–3 of every alphabet, in
 both folders (150 classes on Omniglot); training = every other character.
 
 Preprocessing (the paper's): resize to 50×50, scale to [0, 1], binarise at 0.5. Arrays are

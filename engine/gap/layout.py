@@ -1,7 +1,7 @@
 """The joint map's 2-D layouts, computed once by the build and stored beside the cache.
 
 Points are stacked as ``X = [img; txt]`` (rows 0..n-1 images, n..2n-1 their captions), as in
-METHODS.md §1, and both modalities share one map. ``build_layout`` (run by ``geolens gap build``)
+docs/METHODS.md §1, and both modalities share one map. ``build_layout`` (run by ``geolens gap build``)
 stores the artifact ``gap-layout/<key>`` (``engine.core.artifacts``) holding, as float32 ``.npy``
 files the page memory-maps:
 

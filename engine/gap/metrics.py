@@ -1,4 +1,4 @@
-"""Modality-gap measures and cross-modal retrieval (METHODS.md §1), in torch on the engine's device.
+"""Modality-gap measures and cross-modal retrieval (docs/METHODS.md §1), in torch on the engine's device.
 
 Inputs are two aligned arrays ``img (n, d)`` and ``txt (n, d)``: row i of both is pair i.
 Functions that speak of cosines normalise rows themselves, so they also accept the

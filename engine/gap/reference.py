@@ -1,4 +1,4 @@
-"""NumPy reference implementations of the modality-gap measures (METHODS.md §1).
+"""NumPy reference implementations of the modality-gap measures (docs/METHODS.md §1).
 
 The engine computes these numbers in torch (``engine.gap.metrics``, on the engine's device);
 this module keeps the plain float64/float32 NumPy versions they are tested against
@@ -118,48 +118,6 @@ def mean_intra_cosine(x: np.ndarray) -> float:
     total = u.sum(axis=0)
     off = float(total @ total) - float(np.sum(u * u))
     return off / (n * (n - 1))
-
-
-@dataclasses.dataclass(frozen=True)
-class Probe:
-    accuracy: float
-    """held-out accuracy of a logistic regression telling image (1) from text (0)"""
-    n_train: int
-    """training points (both modalities)"""
-    n_test: int
-    """held-out points (both modalities)"""
-    subsampled: bool
-    """True when fewer than all pairs were used"""
-
-
-def probe_accuracy(img: np.ndarray, txt: np.ndarray, test_fraction: float = 0.3,
-                   max_n: int = MAX_W, seed: int = 0) -> Probe:
-    """Held-out accuracy of a linear probe (scikit-learn logistic regression) for the modality.
-
-    Pairs, not points, are split into train and test, so a caption is never scored when its own
-    image was trained on. At most ``max_n`` pairs are used (seeded subsample).
-    """
-    from sklearn.linear_model import LogisticRegression
-
-    _check_pairs(img, txt)
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    _, idx = subsample(img, max_n, seed)
-    rng = np.random.default_rng(seed)
-    idx = rng.permutation(idx)
-    n_test = int(round(len(idx) * test_fraction))
-    if n_test < 1 or n_test >= len(idx):
-        raise ValueError(f"{len(idx)} pairs are too few for a held-out probe; need at least 2")
-    test, train = idx[:n_test], idx[n_test:]
-
-    def stack(rows):  # (2m, d), (2m,)
-        return np.vstack([img[rows], txt[rows]]), np.r_[np.ones(len(rows)), np.zeros(len(rows))]
-
-    xtr, ytr = stack(train)
-    xte, yte = stack(test)
-    clf = LogisticRegression(max_iter=2000).fit(xtr, ytr)
-    acc = float(np.mean(clf.predict(xte) == yte))
-    return Probe(acc, len(xtr), len(xte), len(idx) < len(img))
 
 
 # ----------------------------------------------------------------------------- retrieval

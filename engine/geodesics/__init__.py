@@ -1,4 +1,4 @@
-"""Geodesic interpolation with Riemannian metrics from energy-based models (METHODS.md §3).
+"""Geodesic interpolation with Riemannian metrics from energy-based models (docs/METHODS.md §3).
 
 Béthune, Vigouroux, Du, VanRullen, Serre, Boutin (2025), "Follow the Energy, Find the Path".
 Modules: ``data`` (toy mixtures, rotated characters, user points), ``autoencoder`` (64-d latent

@@ -1,6 +1,6 @@
 """Data for geodesics: toy Gaussian mixtures with a known density, rotated characters, user points.
 
-Toy (METHODS §3, authors' tutorial): 200 isotropic unit-variance Gaussians with centres at
+Toy (docs/METHODS.md §3, authors' tutorial): 200 isotropic unit-variance Gaussians with centres at
 angles linspace(0°, 180°, 201)[:-1] on a semicircle of radius 8; UCG has uniform weights, WCG
 centre-weighted ones (weights ramp 1 → 30 over the first 90 components, flat 30 in the middle,
 mirrored). Characters: "5 G F P J 7 2" drawn with Pillow's bundled font at 32×32, rotated through
@@ -68,7 +68,7 @@ class GaussianMixture2D:
 
 
 def toy_mixture(dataset: str, n_components: int = 200, radius: float = 8.0, sigma: float = 1.0) -> GaussianMixture2D:
-    """The UCG / WCG mixture of METHODS §3."""
+    """The UCG / WCG mixture of docs/METHODS.md §3."""
     angles = np.linspace(0.0, math.pi, n_components + 1)[:-1]
     means = radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)  # (K, 2)
     return GaussianMixture2D(means, sigma, toy_weights(dataset, n_components))

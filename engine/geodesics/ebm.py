@@ -1,7 +1,7 @@
 """Energy-based models: contrastive divergence (CD) with Langevin sampling and a replay buffer, or
 denoising score matching (DSM).
 
-CD loss (METHODS §3): L = mean E(x⁺) − mean E(x⁻) + r (mean E(x⁺)² + mean E(x⁻)²), with negatives
+CD loss (docs/METHODS.md §3): L = mean E(x⁺) − mean E(x⁻) + r (mean E(x⁺)² + mean E(x⁻)²), with negatives
 x⁻ from ``langevin_steps`` steps of x ← x − s ∇E(x) + ε ξ started from the replay buffer 95%
 of the time and from uniform noise over the data's bounding box otherwise; Adam.
 DSM loss (the objective of the authors' released toy checkpoints): L = mean ‖∇E(x̃) − (x̃ − x)/σ²‖²

@@ -1,4 +1,4 @@
-"""Riemannian metrics for geodesics: one interface, a name-keyed registry (METHODS §3).
+"""Riemannian metrics for geodesics: one interface, a name-keyed registry (docs/METHODS.md §3).
 
 Every metric is diagonal, G(x) = diag(g(x)); conformal metrics return one column,
 g(x) = λ(x) (…, 1), diagonal ones (LAND) one value per dimension (…, d). Path energy is

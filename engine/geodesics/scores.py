@@ -1,4 +1,4 @@
-"""Path scores of METHODS §3 and the paper's reference numbers.
+"""Path scores of docs/METHODS.md §3 and the paper's reference numbers.
 
 Toy data (true density p known):
 - p_M: mean over path points of p(x) / max p (max over the toy window), higher is better;
@@ -20,7 +20,7 @@ DEFAULT_RMSE_REFERENCE = "G_1/p true"
 SCORES = {"toy": ("p_M", "RMSE"), "chars": ("D-RMSE", "γ*-RMSE")}
 HIGHER_IS_BETTER = {"p_M": True, "RMSE": False, "D-RMSE": False, "γ*-RMSE": False}
 
-# The paper's reported values (METHODS §3); None where the paper reports none.
+# The paper's reported values (docs/METHODS.md §3); None where the paper reports none.
 REFERENCE: dict[str, dict[str, dict[str, float | None]]] = {
     "ucg": {
         "G_E": {"p_M": 0.78, "RMSE": 0.12},

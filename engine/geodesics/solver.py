@@ -1,4 +1,4 @@
-"""Batched geodesic solver: minimise the discretised path energy over interior points (METHODS §3).
+"""Batched geodesic solver: minimise the discretised path energy over interior points (docs/METHODS.md §3).
 
 E[γ] = Σ_{t=0}^{T-2} ½ (g(x_t) + g(x_{t+1})) · ‖(x_{t+1} − x_t)/Δt‖² Δt,  Δt = 1/(T − 1),
 with g the metric's diagonal (one column for conformal metrics). The trapezoidal weight is the

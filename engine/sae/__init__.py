@@ -1,4 +1,4 @@
-"""Sparse autoencoders over paired image/text embeddings (Iso-Energy, METHODS.md §1 and §5).
+"""Sparse autoencoders over paired image/text embeddings (Iso-Energy, docs/METHODS.md §1 and §5).
 
 learners.py / archetypal.py  the dictionary learners (registry: mp, topk, batchtopk, archetypal)
 losses.py / train.py         MSE + β·L_align, Adam one-cycle, resumable training loop

@@ -1,4 +1,4 @@
-"""Relaxed Archetypal SAE (Fel et al. 2025; METHODS.md §5).
+"""Relaxed Archetypal SAE (Fel et al. 2025; docs/METHODS.md §5).
 
 Dictionary D = exp(m) (W C + Λ):
 - C (c, d): fixed candidate points, k-means centroids of the training data;

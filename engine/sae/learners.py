@@ -7,12 +7,12 @@ one-liners on the codes: keeping only atoms in a boolean mask ``keep`` (m,) is
 ``(z * keep) @ sae.dictionary()`` (no bias).
 
 Learners (registry ``LEARNERS``; names double as CLI choices):
-- ``mp``: Matching-Pursuit SAE (Iso-Energy paper, METHODS.md §1): k greedy steps on unit-norm atoms.
+- ``mp``: Matching-Pursuit SAE (Iso-Energy paper, docs/METHODS.md §1): k greedy steps on unit-norm atoms.
 - ``topk``: TopK SAE (Gao et al. 2024): z = TopK(ReLU(W_e (x − b) + b_e)).
 - ``batchtopk``: BatchTopK SAE (Bussmann et al. 2024): keep the k·B largest over the batch;
   at inference a threshold θ (running mean of the smallest kept value) replaces the batch rule.
 - ``archetypal``: TopK encoder with the relaxed archetypal dictionary of Fel et al. 2025
-  (METHODS.md §5), see ``engine/sae/archetypal.py``.
+  (docs/METHODS.md §5), see ``engine/sae/archetypal.py``.
 """
 from __future__ import annotations
 

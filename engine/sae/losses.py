@@ -1,4 +1,4 @@
-"""Training losses of the aligned SAE (Iso-Energy paper, METHODS.md §1).
+"""Training losses of the aligned SAE (Iso-Energy paper, docs/METHODS.md §1).
 
 L = MSE(X, X̂) + β · L_align, no L1 term, with X = [X_img; X_txt].
 """

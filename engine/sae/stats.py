@@ -1,6 +1,6 @@
 """Per-atom statistics of a trained dictionary over a cache's items, written to DuckDB.
 
-With codes z over the items of each modality (METHODS.md §1):
+With codes z over the items of each modality (docs/METHODS.md §1):
   energy_image_k = E_img[z_k²],  energy_text_k = E_txt[z_k²]
   μ_k = energy_image_k / (energy_image_k + energy_text_k)
   class: dead if atom k never fires; text if μ_k < ε; image if μ_k > 1 − ε; bimodal otherwise

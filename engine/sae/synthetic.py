@@ -1,4 +1,4 @@
-"""Controlled paired embeddings from a known dictionary: the Iso-Energy sanity check (METHODS.md §1).
+"""Controlled paired embeddings from a known dictionary: the Iso-Energy sanity check (docs/METHODS.md §1).
 
 Generator (``SyntheticConfig``):
 - shared atoms D_B (s, d), unit norm, realised in each modality as

@@ -1,4 +1,4 @@
-"""Aligned SAE training (Iso-Energy paper, METHODS.md §1), resumable from its last checkpoint.
+"""Aligned SAE training (Iso-Energy paper, docs/METHODS.md §1), resumable from its last checkpoint.
 
 Each batch stacks ``batch_pairs`` image–text pairs as X = [X_img; X_txt]; the loss is
 MSE + β · L_align (``engine.sae.losses``); Adam with a one-cycle schedule, gradient clipping.
