@@ -35,6 +35,22 @@ def cache_root() -> Path:
     return root
 
 
+def portable(path: str | os.PathLike) -> str:
+    """How to store a path inside a cache: relative to the cache root when it lies inside it (so
+    moving the cache folder keeps it valid), else absolute."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(cache_root().resolve()))
+    except ValueError:
+        return str(p)
+
+
+def resolve_stored(stored: str | os.PathLike) -> Path:
+    """The path a ``portable`` string names now (relative ones are under the current cache root)."""
+    p = Path(stored)
+    return p if p.is_absolute() else cache_root() / p
+
+
 def ident(name: str) -> str:
     """Return ``name`` if it is a safe SQL identifier, else raise."""
     if not _IDENT.match(name):

@@ -67,7 +67,9 @@ def test_human_point_from_real_drawings_only(dvr):
     human = pc[pc["id"] == "human"].set_index("class")
     draw = store.query_df(dvr.ref, "SELECT class, drawer, path FROM drawings ORDER BY class, drawer")
     for cls in list(human.index[:5]):
-        paths = draw[(draw["class"] == cls) & (draw["drawer"] > 1)]["path"].tolist()
+        stored = draw[(draw["class"] == cls) & (draw["drawer"] > 1)]["path"].tolist()
+        assert not any(Path(p).is_absolute() for p in stored)  # relative to the cache root: the folder can move
+        paths = [str(store.resolve_stored(p)) for p in stored]
         assert len(paths) == 5 and all(str(Path(meta["data_root"])) in p for p in paths)
         f = embed(critics.simclr, omniglot.load_images([Path(p) for p in paths]))[None]
         assert metrics.diversity_per_class(f)[0] == pytest.approx(human.loc[cls, "diversity"], rel=1e-4)

@@ -87,7 +87,8 @@ def model_row(name: str, meta: dict, folder: str, n_samples: int, source: str) -
     value = params.get(sweep) if sweep else None
     return {"model": name, "generator": meta.get("generator", name), "family": meta.get("family", "external"),
             "sweep": sweep, "sweep_value": float(value) if value is not None else float("nan"),
-            "params": json.dumps(params, sort_keys=True), "folder": folder, "n_samples": int(n_samples), "source": source}
+            "params": json.dumps(params, sort_keys=True), "folder": store.portable(folder), "n_samples": int(n_samples),
+            "source": source}
 
 
 def _kept_models(con, names: list[str]) -> list[str]:
@@ -143,7 +144,7 @@ def build_reference(data, critics: Critics, drawings: dict[str, list[str]], data
         _write_meta(con, meta)
         human = model_row("human", {"generator": "human", "family": "human"}, data_root, data.humans.shape[1], "real drawings")
         _write_scores(con, human, data.test_names, sc)
-        rows = [(c, d + 1, p) for c, ps in drawings.items() for d, p in enumerate(ps)]
+        rows = [(c, d + 1, store.portable(p)) for c, ps in drawings.items() for d, p in enumerate(ps)]
         store.insert_rows(con, "drawings", {"class": [r[0] for r in rows], "drawer": [r[1] for r in rows],
                                             "path": [r[2] for r in rows]})
     return path

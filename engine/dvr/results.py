@@ -123,7 +123,7 @@ def originality_curve(ref: Path, n_bins: int = 8) -> pd.DataFrame:
 def drawings(ref: Path, cls: str) -> list[str]:
     """Paths of the real drawings of a test class (first = exemplar)."""
     df = store.query_df(ref, "SELECT path FROM drawings WHERE class = ? ORDER BY drawer", [cls])
-    return df["path"].tolist()
+    return [str(store.resolve_stored(p)) for p in df["path"]]
 
 
 def _clean(v):

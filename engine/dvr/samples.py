@@ -123,7 +123,9 @@ def read_model(folder: Path) -> ModelSamples:
 def class_images(model_folder: str | Path, cls: str) -> tuple[Path | None, list[Path]]:
     """(exemplar path, sample paths) of one class of a model folder, for display; (None, []) when the
     folder is gone or unreadable (an evaluated run's samples may have been moved or locked since)."""
-    d = Path(model_folder) / cls
+    from engine.store import resolve_stored
+
+    d = resolve_stored(model_folder) / cls
     try:
         if not d.is_dir():
             return None, []
