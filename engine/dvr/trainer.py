@@ -250,7 +250,7 @@ def get_model(name: str, model_cls: type[OneShotModel], cfg: TrainConfig, x: np.
             log = train(net, x, y, w.path, progress)
             _save_weights(net, w.file(WEIGHTS))
             (w.path / CHECKPOINT).unlink()
-            w.meta = {"train_seconds": round(log["train_seconds"], 1), "resumed_at": log["resumed_at"],
+            w.meta = {"train_seconds": round(log["train_seconds"], 4), "resumed_at": log["resumed_at"],
                       "loss": log["loss"], "ink": ink_check(net, x, y, **model_cls.SAMPLE_PARAMS),
                       "device": str(device), "threads": torch.get_num_threads()}
         art = artifacts.find(KIND, key)
