@@ -27,6 +27,8 @@ class Built:
     seed: int
     train_seconds: float
     metrics: dict[str, float]
+    meta: dict | None = None
+    """the trained artifact's manifest meta, restored with it from the asset (``artifacts.from_asset``)"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,10 +146,68 @@ for _label, (_name, _params) in DVR_ASSETS.items():
         lambda retrain, n=_name, p=_params: _dvr_built(n, p, retrain), {}))
 
 
+# ----------------------------------------------------------------------------- geodesic EBMs and autoencoder
+GEODESIC_ASSETS = ("ucg", "urc")
+"""The default geodesics runs whose trained models ship: ``geodesics-ebm-<dataset>`` and, for the
+characters, ``geodesics-ae`` (the URC graph-start run shares the URC models)."""
+
+
+def _geodesics_built(dataset: str, part: str, retrain: bool) -> Built:
+    """Train (or reuse) the default run's EBM (``part`` = "ebm") or autoencoder ("ae") and describe it.
+
+    Metrics a retrain must repeat: the EBM's mean energy on its data and on Gaussian points with
+    the data's mean and spread (off the data); the autoencoder's mean binary cross-entropy."""
+    import os
+
+    import torch
+
+    from engine.core import artifacts
+    from engine.geodesics import autoencoder, ebm, spaces
+    from engine.geodesics.runconfig import RunConfig
+    from engine.shipped import ENV_RETRAIN
+
+    cfg = RunConfig.preset(dataset)
+    if retrain:
+        os.environ[ENV_RETRAIN] = "1"  # model_artifact then trains instead of using the shipped copy
+    try:
+        space = spaces.build_space(cfg)
+    finally:
+        if retrain:
+            os.environ.pop(ENV_RETRAIN, None)
+    if part == "ebm":
+        kind, key = "ebm", ebm.ebm_key(space.keys["data"], cfg.ebm_config())
+        gen = torch.Generator().manual_seed(0)
+        off = space.data.mean(0) + space.data.std(0) * torch.randn(1000, space.data.shape[1], generator=gen)
+        with torch.no_grad():
+            metrics = {"energy_data": float(space.ebm(space.data).mean()), "energy_off": float(space.ebm(off).mean())}
+    else:
+        kind, key = "ae", autoencoder.ae_key(space.keys["ae_data"], cfg.ae_config())
+        imgs = torch.as_tensor(spaces.D.rotated_characters("urc", cfg.n_data, seed=cfg.seed)[0], dtype=torch.float32)
+        with torch.no_grad():
+            logits = space.ae.logits(space.ae.encode(imgs))
+            bce = torch.nn.functional.binary_cross_entropy_with_logits(logits.reshape(imgs.shape), imgs)
+        metrics = {"reconstruction_bce": float(bce)}
+    art = artifacts.find(kind, key)
+    assert art is not None, f"{kind}/{key} should have been built by build_space"
+    return Built({f"geodesics-{part}-{dataset if part == 'ebm' else 'urc'}-{key[:8]}.safetensors": art.file(artifacts.WEIGHTS)},
+                 art.config, key, int(art.config.get("seed", 0)), float(art.meta.get("train_seconds", 0.0)),
+                 {k: round(v, 4) for k, v in metrics.items()}, art.meta)
+
+
+for _ds in GEODESIC_ASSETS:
+    ASSETS.add(f"geodesics-ebm-{_ds}", AssetRecipe(
+        f"geolens assets publish geodesics-ebm-{_ds}", lambda retrain, d=_ds: _geodesics_built(d, "ebm", retrain),
+        {"energy_data": 0.05, "energy_off": 0.05}))
+ASSETS.add("geodesics-ae", AssetRecipe(
+    "geolens assets publish geodesics-ae", lambda retrain: _geodesics_built("urc", "ae", retrain),
+    {"reconstruction_bce": 0.01}))
+
+
 # ----------------------------------------------------------------------------- publish / verify
 def publish_built(name: str, built: Built, command: str) -> dict:
     return assets.publish(name, built.files, config=built.config, config_key=built.config_key, command=command,
-                          seed=built.seed, train_seconds=built.train_seconds, metrics=built.metrics)
+                          seed=built.seed, train_seconds=built.train_seconds, metrics=built.metrics,
+                          meta=built.meta)
 
 
 def metric_differences(name: str, metrics: dict[str, float]) -> dict[str, tuple[float, float]]:

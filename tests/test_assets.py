@@ -144,3 +144,36 @@ def test_retraining_an_asset_reproduces_its_manifest_metrics(name, tmp_path, mon
     built = ASSETS.get(name).build(True)
     assert built.config_key == assets.entry(name)["config_key"]
     assert metric_differences(name, built.metrics) == {}, os.environ.get("GEOLENS_CACHE")
+
+
+def test_model_artifacts_install_a_shipped_asset_by_key_and_retrain_ignores_it(sandbox, monkeypatch):
+    """The store path every trained model takes (artifacts.model_artifact), on a tiny geodesics EBM."""
+    import torch
+
+    from engine.core import artifacts
+    from engine.geodesics import ebm
+
+    cfg = ebm.EBMConfig(objective="dsm", width=8, depth=1, iters=3, batch_size=16)
+    x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    trained = ebm.get_ebm("tiny-data", x, cfg)
+    key = ebm.ebm_key("tiny-data", cfg)
+    art = artifacts.find("ebm", key)
+    assert art.meta["dim"] == 2 and art.meta["train_seconds"] > 0
+    assets.publish("geodesics-ebm-tiny", {"e.safetensors": art.file(artifacts.WEIGHTS)}, config=art.config,
+                   config_key=key, command="geolens x", seed=0, train_seconds=1.0, metrics={}, meta=art.meta)
+    assert assets.name_for_key(key) == "geodesics-ebm-tiny" and assets.name_for_key("other") is None
+
+    import shutil
+
+    shutil.rmtree(art.path)  # a fresh machine: only the shipped asset
+    shipped = ebm.get_ebm("tiny-data", x, cfg, train=False)
+    for a, b in zip(trained.state_dict().values(), shipped.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    again = artifacts.find("ebm", key)
+    assert again.meta["from_asset"] == "e.safetensors" and again.meta["dim"] == 2
+    assert ebm.get_ebm("other-data", x, cfg, train=False) is None  # another key: no asset applies
+
+    monkeypatch.setenv("GEOLENS_RETRAIN", "1")  # the installed copy no longer counts, and the asset is skipped
+    assert ebm.get_ebm("tiny-data", x, cfg, train=False) is None
+    ebm.get_ebm("tiny-data", x, cfg)
+    assert "from_asset" not in artifacts.find("ebm", key).meta

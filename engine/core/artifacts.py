@@ -216,22 +216,57 @@ def load_tensors(path: str | os.PathLike) -> dict:
     return load_file(str(path))
 
 
+def from_asset(kind: str, config: Mapping[str, Any], inputs: Sequence[str], version: str,
+               name: str | None = None) -> Artifact | None:
+    """Install the shipped asset recorded under this artifact's key (``assets/manifest.json``) as
+    the artifact ``kind/key``; None when no intact asset has this key or a retrain is requested.
+
+    The asset's one weights file becomes ``WEIGHTS``; its recorded meta becomes the manifest's,
+    with ``from_asset`` naming the file.
+    """
+    from engine.core import assets
+    from engine.shipped import retrain_requested
+
+    key = artifact_key(kind, config, inputs, version)
+    asset = assets.name_for_key(key)
+    if asset is None or retrain_requested():
+        return None
+    shipped = assets.lookup(asset, key)
+    if not shipped or len(shipped) != 1:
+        return None
+    (fname, _src), = shipped.items()
+    with writing(kind, config, inputs, version, name=name, resume=False) as w:
+        if not assets.install(asset, key, {fname: w.file(WEIGHTS)}):
+            raise OSError(f"asset {asset!r} matched key {key} but could not be copied from {assets.assets_dir()}")
+        entry = assets.entry(asset) or {}
+        w.meta = {**entry.get("meta", entry.get("metrics", {})), "from_asset": fname}
+    return find(kind, key)
+
+
 def model_artifact(kind: str, config: Mapping[str, Any], inputs: Sequence[str], version: str,
                    make, train, *, allow_train: bool = True, name: str | None = None):
     """Load the trained module ``kind/key`` or train and save it: the one path every trained model takes.
 
+    Looks in the store, then among the shipped assets (by this key), then trains.
     ``make(meta) -> nn.Module`` builds the empty module from the saved ``meta``; ``train() -> (module,
     meta)`` trains one. Returns the module in eval mode, or None when missing and ``allow_train`` is False.
     """
-    found = find(kind, artifact_key(kind, config, inputs, version))
+    from engine.shipped import retrain_requested
+
+    found = find(kind, artifact_key(kind, config, inputs, version)) or from_asset(kind, config, inputs, version, name)
+    if found is not None and "from_asset" in found.meta and retrain_requested():
+        found = None  # --retrain: the installed copy of the shipped weights does not count as trained here
     if found is not None:
         model = make(found.meta)
         model.load_state_dict(load_tensors(found.file(WEIGHTS)))
         return model.eval()
     if not allow_train:
         return None
+    import time
+
+    t0 = time.perf_counter()
     model, meta = train()
     with writing(kind, config, inputs, version, name=name) as w:
         save_tensors(w.file(WEIGHTS), model.state_dict())
-        w.meta.update(meta)
+        w.meta.update({"train_seconds": round(time.perf_counter() - t0, 4), **meta})
     return model.eval()

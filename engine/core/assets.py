@@ -5,7 +5,8 @@ each was made, so a first build only encodes, solves and evaluates.
 
     {"assets": {"<name>": {"files": {"<file>": "<sha256>"}, "config_key": "...", "config": {...},
                            "command": "geolens ...", "seed": 0, "machine": {...},
-                           "train_seconds": 123.4, "created": "...", "metrics": {...}}}}
+                           "train_seconds": 123.4, "created": "...", "metrics": {...},
+                           "meta": {...}}}}   # meta: the artifact's manifest meta (model artifacts)
 
 Rules: only the project's own commands make assets (``publish`` is called by them);
 a build uses an asset only when its config key and every file's hash match (``lookup``);
@@ -76,6 +77,14 @@ def lookup(name: str, config_key: str) -> dict[str, Path] | None:
     return {fname: assets_dir() / fname for fname in e["files"]}
 
 
+def name_for_key(config_key: str) -> str | None:
+    """The asset recorded with this config (artifact) key, if any: how a trainer finds its asset."""
+    for name, e in manifest()["assets"].items():
+        if e.get("config_key") == config_key:
+            return name
+    return None
+
+
 def install(name: str, config_key: str, dest: dict[str, Path]) -> bool:
     """Copy the asset's files to ``dest`` (file name -> target path) if ``lookup`` accepts it."""
     found = lookup(name, config_key)
@@ -95,10 +104,11 @@ def total_bytes() -> int:
 
 
 def publish(name: str, files: dict[str, Path], *, config: dict, config_key: str, command: str, seed: int,
-            train_seconds: float, metrics: dict, machine: dict | None = None) -> dict:
+            train_seconds: float, metrics: dict, machine: dict | None = None, meta: dict | None = None) -> dict:
     """Copy ``files`` (asset file name -> built file) into ``assets/`` and record them.
 
-    Refuses to grow ``assets/`` past ``BUDGET_BYTES``.
+    Refuses to grow ``assets/`` past ``BUDGET_BYTES``. ``meta`` is the trained artifact's own
+    manifest meta, restored when the asset is installed into a store (``artifacts.from_asset``).
     """
     from engine.core.artifacts import provenance
 
@@ -118,6 +128,8 @@ def publish(name: str, files: dict[str, Path], *, config: dict, config_key: str,
     rec = {"files": {f: sha256(folder / f) for f in files}, "config_key": config_key, "config": config,
            "command": command, "seed": seed, "machine": machine or {k: prov[k] for k in ("host", "platform", "torch")},
            "train_seconds": round(float(train_seconds), 1), "created": prov["created"], "metrics": metrics}
+    if meta is not None:
+        rec["meta"] = meta
     man = manifest()
     man["assets"][name] = rec
     atomic_write_text(folder / "manifest.json", json.dumps(man, indent=2, sort_keys=True, default=float) + "\n")

@@ -234,13 +234,7 @@ def get_model(name: str, model_cls: type[OneShotModel], cfg: TrainConfig, x: np.
     key = model_key(name, cfg, data_key, model_cls.VERSION)
     art = artifacts.find(KIND, key)
     if art is None and use_assets:
-        shipped = assets.lookup(asset_name(label), key)
-        if shipped:
-            with artifacts.writing(KIND, config, [data_key], model_cls.VERSION, name=label, resume=False) as w:
-                (fname, _src), = shipped.items()
-                assets.install(asset_name(label), key, {fname: w.file(WEIGHTS)})
-                w.meta = {**(assets.entry(asset_name(label)) or {}).get("metrics", {}), "from_asset": fname}
-            art = artifacts.find(KIND, key)
+        art = artifacts.from_asset(KIND, config, [data_key], model_cls.VERSION, name=label)
     if art is None:
         if not train_missing:
             raise FileNotFoundError(f"model {name} ({key}) is not trained: run `geolens dvr-train {name}`")
