@@ -146,6 +146,37 @@ for _label, (_name, _params) in DVR_ASSETS.items():
         lambda retrain, n=_name, p=_params: _dvr_built(n, p, retrain), {}))
 
 
+# ----------------------------------------------------------------------------- SAEs on the default cache
+SAE_ASSETS = {"sae-plain": 0.0, "sae-aligned": 4e-4}
+"""The SAEs the atoms page opens on (MP-SAE on the default Shapes cache): asset -> alignment weight β.
+Only the weights ship; installing one encodes the cache to rebuild its codes and statistics."""
+
+
+def _sae_built(beta: float, retrain: bool) -> Built:
+    import json
+
+    from engine.datasets.sources import resolve
+    from engine.default_model import default_spec
+    from engine.encoders import Encoder
+    from engine.precompute import precompute
+    from engine.sae import pipeline
+
+    cache = precompute(resolve("shapes"), Encoder(default_spec())).cache
+    cfg = pipeline.default_config(cache, beta=beta)
+    name, meta = pipeline.train_on_cache(cache, cfg, force=retrain)
+    art = pipeline.find_sae(cache, name)
+    meta = json.loads(art.file(pipeline.META).read_text())
+    return Built({f"sae-{'aligned' if beta else 'plain'}-{art.key[:8]}.safetensors": art.file(pipeline.WEIGHTS)},
+                 art.config, art.key, int(cfg.seed), float(meta["train"].get("seconds", 0.0)),
+                 {k: round(float(v), 4) for k, v in meta["metrics"].items() if isinstance(v, (int, float))},
+                 {k: meta[k] for k in ("train", "history")})
+
+
+for _name, _beta in SAE_ASSETS.items():
+    ASSETS.add(_name, AssetRecipe(f"geolens assets publish {_name}", lambda retrain, b=_beta: _sae_built(b, retrain),
+                                  {"ev": 0.01, "ev_image": 0.01, "ev_text": 0.01, "l0": 1.0, "dead_fraction": 0.02}))
+
+
 # ----------------------------------------------------------------------------- geodesic EBMs and autoencoder
 GEODESIC_ASSETS = ("ucg", "urc")
 """The default geodesics runs whose trained models ship: ``geodesics-ebm-<dataset>`` and, for the

@@ -151,3 +151,40 @@ def test_full_sanity_check_aligned_helps_where_iso_energy_holds():
     res = sanity_check(SanityPlan())
     assert res["verdict"]["holds_aligned_better_label_accuracy"]
     assert res["verdict"]["broken_aligned_no_worse_match_cosine"]
+
+
+def test_shipped_sae_installs_by_key_and_rebuilds_the_same_statistics(shapes_cache, trained, tmp_path, monkeypatch):
+    """Only the weights ship: installing one on a fresh store re-encodes the cache to the same stats."""
+    import shutil
+
+    import duckdb
+
+    from engine.core import artifacts, assets
+    from engine.sae.pipeline import META, find_sae
+
+    monkeypatch.setenv(assets.ENV_ASSETS, str(tmp_path / "assets"))
+    art = find_sae(shapes_cache, trained["plain"])
+    meta = json.loads(art.file(META).read_text())
+    assets.publish("sae-plain", {"sae.safetensors": art.file("weights.safetensors")}, config=art.config,
+                   config_key=art.key, command="geolens assets publish sae-plain", seed=0, train_seconds=1.0,
+                   metrics={}, meta={k: meta[k] for k in ("train", "history")})
+    kept = tmp_path / "kept"
+    shutil.copytree(art.path, kept)
+    shutil.rmtree(art.path)
+    try:
+        name, again = train_on_cache(shapes_cache, default_config(shapes_cache, **SMALL, beta=0.0), show_bar=False)
+        new = artifacts.find("sae", art.key)
+        assert name == trained["plain"] and again["from_asset"] == "sae.safetensors"
+        assert not (new.path / "checkpoint.pt").exists() and again["train"] == meta["train"]
+        assert again["metrics"] == pytest.approx(meta["metrics"], abs=1e-5)
+        assert again["class_counts"] == meta["class_counts"]
+        with duckdb.connect(str(kept / STATS), read_only=True) as a, duckdb.connect(str(new.file(STATS)), read_only=True) as b:
+            q = "SELECT * FROM atoms ORDER BY 1"
+            assert a.sql(q).fetchall() == b.sql(q).fetchall()
+        monkeypatch.setenv("GEOLENS_RETRAIN", "1")  # a retrain of the same key trains, not installs
+        _, retrained = train_on_cache(shapes_cache, default_config(shapes_cache, **SMALL, beta=0.0), force=True,
+                                      show_bar=False)
+        assert "from_asset" not in retrained
+    finally:
+        shutil.rmtree(art.path, ignore_errors=True)
+        shutil.copytree(kept, art.path)

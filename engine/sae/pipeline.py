@@ -24,7 +24,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from engine import ENGINE_VERSION, store
@@ -201,13 +201,51 @@ def train_on_cache(cache: EmbCache, cfg: SAEConfig, name: str | None = None, for
         with writer as w:
             folder = w.path
             cfg.save_json(folder / CONFIG)
-            _resume_note(folder / CHECKPOINT, cfg, source.n)
-            meta = _train_and_write(cache, cfg, name, w, source, progress, device, show_bar)
+            meta = None if force else _install_and_write(cache, cfg, name, w, source, progress)
+            if meta is None:
+                _resume_note(folder / CHECKPOINT, cfg, source.n)
+                meta = _train_and_write(cache, cfg, name, w, source, progress, device, show_bar)
     except Exception as exc:
         if is_disk_full(exc):  # everything is written inside the partial folder: the finished SAE stays whole
             raise disk_full(f"{folder} (SAE {name})", exc) from exc
         raise
     return name, meta
+
+
+def _install_and_write(cache, cfg: SAEConfig, name: str, w, source, progress) -> dict | None:
+    """The shipped SAE whose asset key is this artifact's (``assets/manifest.json``), or None.
+
+    Only the weights ship; the codes, statistics and metrics are computed here on this cache, as
+    after a training (encoding only). Training time and history come from the asset's record.
+    """
+    from engine.core import assets
+    from engine.shipped import retrain_requested
+
+    asset = assets.name_for_key(w.key)
+    shipped = None if asset is None or retrain_requested() else assets.lookup(asset, w.key)
+    if not shipped or len(shipped) != 1:
+        return None
+    (fname, _src), = shipped.items()
+    tmp = w.file(WEIGHTS + ".asset")
+    if not assets.install(asset, w.key, {fname: tmp}):
+        return None
+    model = make_learner(cfg.arch, source.d, cfg.atoms, cfg.k, **cfg.learner_kwargs())
+    model.load_state_dict(load_file(str(tmp)))
+    model.eval()
+    rec = assets.entry(asset).get("meta", {})
+    t0 = time.perf_counter()
+    metrics = evaluate_source(model, source)
+    meta = {"name": name, "key": w.key, "cache": cache.name, "cache_key": cache_key(cache), "d": int(source.d),
+            "n_pairs": int(source.n), "engine_version": ENGINE_VERSION, "config": cfg.to_dict(), "metrics": metrics,
+            "train": rec.get("train", {}), "history": rec.get("history", []), "from_asset": fname}
+    meta = write_artifact_stats(cache, model, w.path, meta, source.pair_ids, progress=progress)
+    tmp.replace(w.file(WEIGHTS))
+    meta["seconds_total"] = round(time.perf_counter() - t0, 2)
+    atomic_write_text(w.file(META), json.dumps(meta, indent=1, default=float))
+    w.meta.update({"cache": cache.name, "metrics": metrics, "class_counts": meta["class_counts"],
+                   "seconds_total": meta["seconds_total"], "from_asset": fname,
+                   "pairs_per_s": meta["train"].get("pairs_per_s")})
+    return meta
 
 
 def _train_and_write(cache, cfg: SAEConfig, name: str, w, source, progress, device, show_bar) -> dict:
