@@ -13,6 +13,7 @@ METHOD_MODULES = [
     "engine.concepts.method",
     "engine.geodesics.method",
     "engine.atoms.method",
+    "engine.dvr.method",
 ]
 
 

@@ -130,7 +130,7 @@ def main() -> None:
     if not refs:
         from ui.jobs import pending_or_ready  # the default build's progress here, or a button that starts it
 
-        pending_or_ready("dvr", False, hint="Or run `geolens dvr-build --omniglot PATH` for real Omniglot.")
+        pending_or_ready("dvr", False, hint="Or run `geolens dvr build --omniglot PATH` for real Omniglot.")
         return
     ref = synced_select("Reference (data + critics)", refs, key="dvr_ref", sidebar=True, fmt=lambda p: p.stem)
     meta = evaluate.read_meta(ref)

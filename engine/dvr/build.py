@@ -1,4 +1,4 @@
-"""The whole pipeline behind `geolens dvr-build`: data -> critics -> human reference -> built-in
+"""The whole pipeline behind `geolens dvr build`: data -> critics -> human reference -> built-in
 generators' samples folder -> its evaluation. Every stage is cached and resumes."""
 from __future__ import annotations
 
@@ -52,8 +52,9 @@ def _generator(spec: generators.ModelSpec, train_params: dict[str, dict]) -> gen
 
 def write_builtin_samples(data: omniglot.OmniglotData, specs: list[generators.ModelSpec],
                           train_params: dict[str, dict] | None, ref_key: str, n_samples: int, device: str | None,
-                          progress: Progress | None = None) -> tuple[Path, dict]:
-    """Fit each built-in generator on the training classes and write its samples folder.
+                          progress: Progress | None = None, force: bool = False) -> tuple[Path, dict]:
+    """Fit each built-in generator on the training classes and write its samples folder (``force``:
+    sample every generator again, even those already written).
 
     Trained generators (``generators.trained_names()``) come from the model store, else shipped
     assets, else are trained here (resuming an interrupted training); ``train_params`` maps a
@@ -69,7 +70,7 @@ def write_builtin_samples(data: omniglot.OmniglotData, specs: list[generators.Mo
     root = store.cache_root() / "dvr" / f"samples-{key}"
     dev = pick_device(device)
     seconds: dict = {}
-    done = [s.label for s in specs if (root / s.slug / samples.MODEL_JSON).exists()]
+    done = [] if force else [s.label for s in specs if (root / s.slug / samples.MODEL_JSON).exists()]
     if done:  # a killed build keeps every generator whose samples were written; say where this run picks up
         import sys
 
@@ -77,7 +78,7 @@ def write_builtin_samples(data: omniglot.OmniglotData, specs: list[generators.Mo
         print(f"dvr-build: resuming {where} ({', '.join(done)} already sampled)", file=sys.stderr, flush=True)
     for i, spec in enumerate(specs):
         folder = root / spec.slug
-        if (folder / samples.MODEL_JSON).exists():
+        if spec.label in done:
             seconds[spec.label] = json.loads((folder / samples.MODEL_JSON).read_text()).get("fit_seconds", 0.0)
             continue
         gen = _generator(spec, train_params)
@@ -108,8 +109,13 @@ def write_builtin_samples(data: omniglot.OmniglotData, specs: list[generators.Mo
 def build(omniglot_root: str | None = None, stroke_cfg: strokes.StrokeSetConfig | None = None,
           critic_cfg: CriticConfig | None = None, train_params: dict[str, dict] | None = None,
           eval_cfg: evaluate.EvalConfig | None = None, specs: list[generators.ModelSpec] | None = None,
-          n_samples: int = 20, device: str | None = None, progress: Progress | None = None) -> BuildResult:
-    """Run (or resume) every stage; returns the cache paths and the measured seconds per stage."""
+          n_samples: int = 20, device: str | None = None, progress: Progress | None = None,
+          force: bool = False) -> BuildResult:
+    """Run (or resume) every stage; returns the cache paths and the measured seconds per stage.
+
+    ``force`` draws the samples and scores the reference and the samples again; the data set and
+    the trained critics and generators are reused (``build-defaults --retrain`` trains them again).
+    """
     stroke_cfg = stroke_cfg or strokes.StrokeSetConfig()
     critic_cfg = critic_cfg or CriticConfig()
     eval_cfg = eval_cfg or evaluate.EvalConfig()
@@ -125,11 +131,12 @@ def build(omniglot_root: str | None = None, stroke_cfg: strokes.StrokeSetConfig 
                                    progress=(lambda s, d, t, _l: progress(f"train {s}", d, t)) if progress else None)
     secs.update({f"train_{k}": v for k, v in critics.seconds.items()})
     source = "omniglot" if omniglot_root else "builtin-strokes"
-    ref = evaluate.build_reference(data, critics, drawings_by_class(root), str(root), eval_cfg, {"source": source})
-    sroot, fit_secs = write_builtin_samples(data, specs, train_params, evaluate.read_meta(ref)["ref_key"], n_samples, device, progress)
+    ref = evaluate.build_reference(data, critics, drawings_by_class(root), str(root), eval_cfg, {"source": source}, force)
+    sroot, fit_secs = write_builtin_samples(data, specs, train_params, evaluate.read_meta(ref)["ref_key"], n_samples, device,
+                                            progress, force)
     secs["fit"] = fit_secs
     t0 = time.perf_counter()
-    run = evaluate.evaluate_folder(sroot, ref, critics, run_name="built-in",
+    run = evaluate.evaluate_folder(sroot, ref, critics, run_name="built-in", force=force,
                                    progress=(lambda d, t: progress("evaluate", d, t)) if progress else None)
     secs["evaluate"] = time.perf_counter() - t0
     return BuildResult(ref, run, sroot, secs)

@@ -1,28 +1,15 @@
-"""`geolens dvr-build`, `geolens dvr-eval` and `geolens report dvr`."""
+"""The dvr method's CLI options, `geolens dvr-train`, `geolens dvr-eval`, and the old spellings
+`geolens dvr-build` and `geolens report dvr` (``engine.method_cli`` adds `geolens dvr build|report|list`)."""
 from __future__ import annotations
+
+from engine import store
+from engine.core.progress import staged
 
 
 def register(commands, reports) -> None:
-    p = commands.add_parser("dvr-build", help="diversity vs recognizability: data, critics, built-in generators, evaluation")
-    p.add_argument("--omniglot", default="", help="root of real Omniglot (images_background/, images_evaluation/); "
-                   "default: the built-in Hershey stroke set")
-    p.add_argument("--chars-per-alphabet", type=int, default=16, help="built-in set: characters per alphabet")
-    p.add_argument("--simclr-epochs", type=int, default=6)
-    p.add_argument("--proto-episodes", type=int, default=250)
-    from engine.dvr import generators as _g
-
-    p.add_argument("--betas", default=",".join(f"{v:g}" for v in _g.BETAS), help="β values swept for vae_ns (one model each)")
-    p.add_argument("--psis", default=",".join(f"{v:g}" for v in _g.PSIS), help="noise scales ψ swept for dagan (sampling only)")
-    p.add_argument("--guidances", default=",".join(f"{v:g}" for v in _g.GUIDANCES),
-                   help="classifier-free guidance scales w swept for ddpm_cfg (sampling only)")
-    p.add_argument("--strengths", default=",".join(f"{v:g}" for v in _g.STRENGTHS), help="strengths swept for affine")
-    p.add_argument("--only", default="", help="comma-separated generators to include; choices: " + ", ".join(
-        n for n in _g.GENERATORS.names() if n != "human"))
-    p.add_argument("--train-steps", type=int, default=None, help="override every trained generator's steps "
-                   "(default: each family's own; shipped weights are used only with the defaults)")
-    p.add_argument("--episodes", type=int, default=500, help="fixed test episodes per class")
-    p.add_argument("--way", type=int, default=20)
-    p.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+    p = commands.add_parser("dvr-build", help="alias of `geolens dvr build` that also prints the cache paths as JSON")
+    add_build_args(p)
+    p.add_argument("--force", action="store_true", help="draw and score again even if it is already built")
     p.set_defaults(func=_build)
 
     from engine.dvr.generators import trained_names
@@ -48,6 +35,40 @@ def register(commands, reports) -> None:
     r.set_defaults(func=_report)
 
 
+def add_build_args(p) -> None:
+    """The build's options (`geolens dvr build|report`, `geolens dvr-build`): ``engine.dvr.method.DvrBuild``."""
+    from engine.dvr import generators
+    from engine.dvr.method import DvrBuild
+
+    d = DvrBuild
+    p.add_argument("--omniglot", default="", help="root of real Omniglot (images_background/, images_evaluation/); "
+                   "default: the built-in Hershey stroke set")
+    p.add_argument("--chars-per-alphabet", type=int, default=d.chars_per_alphabet, help="built-in set: characters per alphabet")
+    p.add_argument("--simclr-epochs", type=int, default=d.simclr_epochs)
+    p.add_argument("--proto-episodes", type=int, default=d.proto_episodes)
+    for flag, what in (("betas", "β values swept for vae_ns (one model each)"), ("psis", "noise scales ψ swept for dagan"),
+                       ("guidances", "classifier-free guidance scales w swept for ddpm_cfg"),
+                       ("strengths", "strengths swept for affine")):
+        p.add_argument(f"--{flag}", default=None,
+                       help=f"{what}; default " + ",".join(f"{v:g}" for v in getattr(generators, flag.upper())))
+    p.add_argument("--only", default="", help="comma-separated generators to include; choices: " + ", ".join(
+        n for n in generators.GENERATORS.names() if n != "human"))
+    p.add_argument("--train-steps", type=int, default=None, help="override every trained generator's steps "
+                   "(default: each family's own; shipped weights are used only with the defaults)")
+    p.add_argument("--episodes", type=int, default=d.episodes, help="fixed test episodes per class")
+    p.add_argument("--way", type=int, default=d.way)
+    p.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+
+
+def config_from_args(args):
+    from engine.dvr.method import DvrBuild
+
+    sweeps = {k: _floats(getattr(args, k)) for k in ("betas", "psis", "guidances", "strengths") if getattr(args, k) is not None}
+    return DvrBuild(omniglot=args.omniglot, chars_per_alphabet=args.chars_per_alphabet, simclr_epochs=args.simclr_epochs,
+                    proto_episodes=args.proto_episodes, only=tuple(n.strip() for n in args.only.split(",") if n.strip()),
+                    train_steps=args.train_steps, episodes=args.episodes, way=args.way, **sweeps)
+
+
 def _floats(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in text.split(",") if v.strip())
@@ -55,52 +76,16 @@ def _floats(text: str) -> tuple[float, ...]:
         raise ValueError(f"expected comma-separated numbers, got {text!r}") from exc
 
 
-class _Bars:
-    """One tqdm bar per stage, fed by (stage, done, total) callbacks."""
-
-    def __init__(self):
-        self.bars: dict = {}
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        from tqdm import tqdm
-
-        bar = self.bars.get(stage)
-        if bar is None:
-            bar = self.bars[stage] = tqdm(total=total, desc=stage, unit="it")
-        bar.update(done - bar.n)
-        if done >= total:
-            bar.close()
-
-    def close(self) -> None:
-        for b in self.bars.values():
-            b.close()
-
-
 def _build(args) -> int:
     import json
 
-    from engine.dvr import build, evaluate, generators, strokes
-    from engine.dvr.networks import CriticConfig
+    from engine.dvr.method import METHOD
+    from engine.method_cli import _device
 
-    only = tuple(n.strip() for n in args.only.split(",") if n.strip()) or None
-    for n in only or ():
-        generators.GENERATORS.get(n)  # a clear error naming the choices
-    steps = {n: {"steps": args.train_steps} for n in generators.trained_names()} if args.train_steps else None
-    bars = _Bars()
-    try:
-        res = build.build(
-            omniglot_root=args.omniglot or None,
-            stroke_cfg=strokes.StrokeSetConfig(chars_per_alphabet=args.chars_per_alphabet),
-            critic_cfg=CriticConfig(simclr_epochs=args.simclr_epochs, proto_episodes=args.proto_episodes),
-            train_params=steps,
-            eval_cfg=evaluate.EvalConfig(way=args.way, n_episodes=args.episodes),
-            specs=generators.default_specs(_floats(args.betas), _floats(args.strengths), _floats(args.psis),
-                                           _floats(args.guidances), only),
-            device=args.device, progress=bars)
-    finally:
-        bars.close()
-    print(json.dumps({"ref": str(res.ref), "run": str(res.run), "samples": str(res.samples_root),
-                      "seconds": res.seconds}, indent=2, default=float))
+    _device(args)
+    art = METHOD.build(config_from_args(args), None, force=args.force)  # None: one tqdm bar per stage
+    paths = {k: str(store.resolve_stored(art.meta[k])) for k in ("ref", "run", "samples")}
+    print(json.dumps({**paths, "seconds": art.meta["seconds"]}, indent=2, default=float))
     return 0
 
 
@@ -156,14 +141,10 @@ def _eval(args) -> int:
 
     refs = [Path(args.ref)] if args.ref else results.list_refs()
     if not refs:
-        raise FileNotFoundError("no dvr reference cache: run `geolens dvr-build` first")
+        raise FileNotFoundError("no dvr reference cache: run `geolens dvr build` first")
     critics = load_critics(evaluate.read_meta(refs[0])["critics_folder"], args.device)
-    bars = _Bars()
-    try:
-        out = evaluate.evaluate_folder(args.folder, refs[0], critics, progress=lambda d, t: bars("evaluate", d, t))
-    finally:
-        bars.close()
-    print(out)
+    bars = staged(None)
+    print(evaluate.evaluate_folder(args.folder, refs[0], critics, progress=lambda d, t: bars("evaluate", d, t)))
     return 0
 
 

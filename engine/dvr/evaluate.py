@@ -122,23 +122,24 @@ def ref_path(key: str) -> Path:
 
 
 def build_reference(data, critics: Critics, drawings: dict[str, list[str]], data_root: str, cfg: EvalConfig,
-                    extra_meta: dict | None = None) -> Path:
-    """Score the human reference (real drawings only) and write ``dvr-ref-<key>.duckdb``.
+                    extra_meta: dict | None = None, force: bool = False) -> Path:
+    """Score the human reference (real drawings only) and write ``dvr-ref-<key>.duckdb`` (``force``:
+    again, though it exists).
 
     data: ``omniglot.OmniglotData``; drawings: class -> drawing paths (first = exemplar).
     σ for originality = global std of the SimCLR features of every real test drawing.
     """
     key = ref_key(data.key, critics.key, cfg)
     path = ref_path(key)
-    if path.exists():
+    if path.exists() and not force:
         return path
     scale = metrics.feature_scale(embed(critics.simclr, data.test_x).reshape(-1, critics.simclr.fc.out_features))
     sc = score(data.exemplars, data.humans, critics, scale, cfg)
     with store.writing(path) as con:
         for t in ("meta", "models", "per_class", "sample_orig", "episodes", "drawings"):
             con.execute(f"DROP TABLE IF EXISTS {store.ident(t)}")
-        meta = {"ref_key": key, "data_key": data.key, "data_root": data_root, "critics_key": critics.key,
-                "critics_folder": str(critics.folder), "scale": scale, "eval": cfg.to_dict(),
+        meta = {"ref_key": key, "data_key": data.key, "data_root": store.portable(data_root),
+                "critics_key": critics.key, "critics_folder": store.portable(critics.folder), "scale": scale, "eval": cfg.to_dict(),
                 "n_classes": len(data.test_names), "n_train_images": int(len(data.train_x)),
                 "train_seconds": critics.seconds, **(extra_meta or {})}
         _write_meta(con, meta)
@@ -163,8 +164,9 @@ def run_path(ref: Path, samples_root: str | Path, run_name: str) -> Path:
 
 
 def evaluate_folder(samples_root: str | Path, ref: Path, critics: Critics, run_name: str | None = None,
-                    progress=None) -> Path:
-    """Evaluate every model folder under ``samples_root``; cached by the folder's contents.
+                    progress=None, force: bool = False) -> Path:
+    """Evaluate every model folder under ``samples_root``; cached by the folder's contents (``force``:
+    evaluate it again).
 
     ``progress(done_images, total_images)`` after each model.
     """
@@ -174,7 +176,7 @@ def evaluate_folder(samples_root: str | Path, ref: Path, critics: Critics, run_n
         raise ValueError(f"critics {critics.key} do not match the reference's {meta['critics_key']}")
     run_name = run_name or samples_root.name
     out = run_path(ref, samples_root, run_name)
-    if out.exists():
+    if out.exists() and not force:
         return out
     folders = model_folders(samples_root)
     models: list[ModelSamples] = [read_model(f) for f in folders]
@@ -189,7 +191,7 @@ def evaluate_folder(samples_root: str | Path, ref: Path, critics: Critics, run_n
             print(f"dvr: resuming the evaluation of {run_name} at model {len(kept) + 1} of {len(models)} "
                   f"({', '.join(kept)} already scored)", file=sys.stderr, flush=True)
         con.execute("DROP TABLE IF EXISTS meta")
-        _write_meta(con, {"ref_key": meta["ref_key"], "samples_root": str(samples_root),
+        _write_meta(con, {"ref_key": meta["ref_key"], "samples_root": store.portable(samples_root),
                           "run": run_name, "models": [m.name for m in models]})
         for m in models:
             if m.samples.shape[0] < 2:

@@ -223,7 +223,7 @@ def get_critics(train_x: np.ndarray, train_y: np.ndarray, data_key: str, cfg: Cr
         if (folder / f"{name}.safetensors").exists():
             continue
         if not train:
-            raise FileNotFoundError(f"critics {key} not trained yet: run `geolens dvr-build` first")
+            raise FileNotFoundError(f"critics {key} not trained yet: run `geolens dvr build` first")
         cb = (lambda d, t, l, n=name: progress(n, d, t, l)) if progress else None
         t0 = time.perf_counter()
         net = train_simclr(train_x, cfg, dev, cb) if name == "simclr" else train_protonet(train_x, train_y, cfg, dev, cb)
@@ -234,10 +234,10 @@ def get_critics(train_x: np.ndarray, train_y: np.ndarray, data_key: str, cfg: Cr
 
 
 def load_critics(folder: str | Path, device: str | None = None) -> Critics:
-    """Load both trained critics from their cache folder."""
-    folder = Path(folder)
+    """Load both trained critics from their cache folder (as stored: relative to the cache root or absolute)."""
+    folder = store.resolve_stored(folder)
     if not (folder / "protonet.safetensors").exists():
-        raise FileNotFoundError(f"no trained critics in {folder}: run `geolens dvr-build` first")
+        raise FileNotFoundError(f"no trained critics in {folder}: run `geolens dvr build` first")
     dev = pick_device(device)
     nets, seconds = {}, {}
     for name in ("simclr", "protonet"):

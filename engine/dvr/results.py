@@ -1,6 +1,6 @@
 """Read the dvr caches: summary per model, per-class points, distance to humans, originality curve.
 
-Everything the page shows and `geolens report dvr` prints comes from here, so both agree.
+Everything the page shows and `geolens dvr report` prints comes from here, so both agree.
 Diversity and recognizability are means over classes with their std over classes (ddof=1);
 recognizability is a fraction in [0, 1].
 """
@@ -171,14 +171,14 @@ def report(ref: Path | None = None) -> dict:
     """Every model's diversity and recognizability with spread over classes, plus the human point."""
     refs = [Path(ref)] if ref else list_refs()
     if not refs:
-        raise FileNotFoundError("no dvr reference cache: run `geolens dvr-build` (or `make app`) first")
+        raise FileNotFoundError("no dvr reference cache: run `geolens dvr build` (or `make app`) first")
     ref = refs[0]
     meta = read_meta(ref)
     s = summary(ref)
     cols = ["id", "family", "sweep", "sweep_value", "diversity", "diversity_std", "recognizability",
             "recognizability_std", "distance_to_human", "n_classes"]
     rows = [{k: _clean(r[k]) for k in cols} for r in s[cols].to_dict("records")]
-    return {"reference": ref.name, "source": meta.get("source"), "data_root": meta.get("data_root"),
+    return {"reference": ref.name, "source": meta.get("source"), "data_root": str(store.resolve_stored(meta["data_root"])),
             "n_test_classes": meta.get("n_classes"), "train_seconds": meta.get("train_seconds"),
             "human": human_point(ref), "models": [r for r in rows if r["id"] != HUMAN],
             "family_map": family_map(s, human_point(ref))}
