@@ -1,8 +1,13 @@
 """Core commands: caches, precompute, train-default, build-defaults, export."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
+from typing import Callable, Iterator
+
+from engine.config import Config
 
 
 def register(commands, reports) -> None:
@@ -143,52 +148,111 @@ def _train_default(args) -> int:
     return 0
 
 
-# Stage -> the CLI calls that build it. Every command below caches its results and skips done work.
-DEFAULT_STAGES = {
-    "shapes": [["precompute", "--dataset", "shapes", "--model", "default"],
-               ["gap", "build", "--cache", "{default_cache}"]],  # the gap page reads its stored report and map
-    "saes": [["train-sae", "--cache", "{default_cache}", "--beta", "0"],
-             ["train-sae", "--cache", "{default_cache}", "--beta", "4e-4"],
-             ["atoms", "build", "--cache", "{default_cache}"]],
-    "concepts": [["precompute-concepts", "--model", "fmnist-cnn", "--class", c] for c in ("Sneaker", "Bag")],
-    "geodesics": [["geodesics", "precompute", "--dataset", d] for d in ("ucg", "urc")]
-                 + [["geodesics", "precompute", "--dataset", "urc", "--init", "graph"]],
-    "dvr": [["dvr-build"]],
-}
-TAKES_DEVICE = {"precompute", "train-sae", "dvr-build"}
-
-
-def default_cache_name(device: str | None = None) -> str:
-    """Name of the default Shapes cache for the default model (trained first if needed)."""
+def precompute_default_shapes(device: str | None = None) -> None:
+    """Precompute the default Shapes cache (4,000 pairs; geolens-tiny, installed or trained first if needed)."""
     from engine.datasets.sources import resolve
     from engine.encoders import Encoder
-    from engine.precompute import cache_path
+    from engine.precompute import precompute
 
-    path = cache_path(resolve("shapes"), Encoder(model_spec("default", None, device), device=device))
-    return path.name[: -len(".duckdb")]
+    res = precompute(resolve("shapes"), Encoder(model_spec("default", None, device), device=device))
+    print(f"{res.cache.name}: {res.n_pairs} pairs, {res.n_skipped} skipped", flush=True)
 
 
-def _build_defaults(args) -> int:
-    from engine.cli import main
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """A build-defaults stage: ``prepare(device)`` (if any) first, then ``Method.build`` of every
+    ``defaults()`` config of each method in ``methods``; ``needs``: stages whose output those defaults use."""
 
-    if args.retrain:
-        from engine.shipped import ENV_RETRAIN
+    methods: tuple[str, ...]
+    prepare: Callable[[str | None], None] | None = None
+    needs: tuple[str, ...] = ()
 
-        os.environ[ENV_RETRAIN] = "1"  # read by every trainer's asset hook (engine.shipped)
-    stages = [s.strip() for s in args.only.split(",") if s.strip()]
+
+DEFAULT_STAGES: dict[str, Stage] = {
+    "shapes": Stage(("gap",), prepare=precompute_default_shapes),  # the gap page reads its stored report and map
+    "saes": Stage(("sae", "atoms"), needs=("shapes",)),  # plain and aligned SAEs on the default cache, their atoms
+    "concepts": Stage(("concepts",)),
+    "geodesics": Stage(("geodesics",)),
+    "dvr": Stage(("dvr",)),
+}
+
+
+def _brief(cfg: Config, among: list[Config]) -> str:
+    """The short settings that tell ``cfg`` apart from the other configs ``among``, e.g. ``class_name=Bag``."""
+    names = [f.name for f in dataclasses.fields(cfg) if len({repr(getattr(c, f.name)) for c in among}) > 1]
+    return " ".join(f"{k}={getattr(cfg, k)}" for k in names if len(str(getattr(cfg, k))) <= 24)
+
+
+def build_stages(stages: list[str], device: str | None = None,
+                 on_step: Callable[[int, int, str], None] | None = None) -> None:
+    """Build ``stages`` in order with ``Method.build`` (each build skips finished work and resumes).
+
+    ``on_step(i, n, label)`` before each step: a stage's preparation, then one build per default
+    config; ``n`` counts the configs known so far (a preparation can add some: the default cache).
+    """
+    from engine.device import ENV_DEVICE
+    from engine.methods import methods
+
     unknown = [s for s in stages if s not in DEFAULT_STAGES]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; choose from {list(DEFAULT_STAGES)}")
-    for stage in stages:
-        for argv in DEFAULT_STAGES[stage]:
-            if "{default_cache}" in argv:
-                name = default_cache_name(args.device)
-                argv = [a.replace("{default_cache}", name) for a in argv]
-            argv = argv + (["--device", args.device] if args.device and argv[0] in TAKES_DEVICE else [])
-            print(f"[build-defaults:{stage}] geolens {' '.join(argv)}", flush=True)
-            rc = main(argv)
-            if rc:
-                return rc
+    reg = methods()
+
+    def builds(stage: str) -> list[tuple[str, Config]]:
+        return [(name, cfg) for name in DEFAULT_STAGES[stage].methods for cfg in reg.get(name).defaults()]
+
+    def steps_after(k: int) -> int:
+        return sum(bool(DEFAULT_STAGES[s].prepare) + len(builds(s)) for s in stages[k + 1:])
+
+    with _environ(ENV_DEVICE, device):  # the device every build picks (engine.device.pick_device)
+        i = 0
+        for k, stage in enumerate(stages):
+            st = DEFAULT_STAGES[stage]
+            if st.prepare is not None:
+                if on_step:
+                    what = (st.prepare.__doc__ or st.prepare.__name__).strip().splitlines()[0]
+                    on_step(i, i + 1 + len(builds(stage)) + steps_after(k), f"{stage}: {what}")
+                st.prepare(device)
+                i += 1
+            todo, later = builds(stage), steps_after(k)
+            missing = [n for n in st.methods if n not in {name for name, _ in todo}]
+            if missing:
+                fix = f"; build {', '.join(st.needs)} first (`geolens build-defaults --only {','.join([*st.needs, stage])}`)"
+                raise ValueError(f"build-defaults {stage}: no default settings of {missing} to build yet"
+                                 + (fix if st.needs else ""))
+            for j, (name, cfg) in enumerate(todo):
+                if on_step:
+                    label = f"geolens {name} build {_brief(cfg, [c for n, c in todo if n == name])}"
+                    on_step(i, i + len(todo) - j + later, label.strip())
+                reg.get(name).build(cfg, None)  # None: tqdm bars (the job runner reads them too)
+                i += 1
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str | None) -> Iterator[None]:
+    """``os.environ[name] = value`` for the block (unchanged when ``value`` is None), then restored."""
+    old = os.environ.get(name)
+    if value is not None:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def _build_defaults(args) -> int:
+    from engine.shipped import ENV_RETRAIN
+
+    stages = [s.strip() for s in args.only.split(",") if s.strip()]
+
+    def show(i: int, n: int, label: str) -> None:
+        print(f"[build-defaults {i + 1}/{n}] {label}", flush=True)
+
+    with _environ(ENV_RETRAIN, "1" if args.retrain else None):  # read by every trainer's asset hook (engine.shipped)
+        build_stages(stages, args.device, show)
     return 0
 
 

@@ -1,5 +1,6 @@
-"""The method packages geolens knows. Add a sixth method by adding its ``method.py`` here
-(and its page to ``app.py``'s ``PAGES``): the CLI, ``build-defaults`` and Home follow."""
+"""The method packages geolens knows. Add a method by adding its ``method.py`` here (its page to
+``app.py``'s ``PAGES``, its name to a stage of ``engine.commands.DEFAULT_STAGES``): the CLI,
+``build-defaults`` and Home follow."""
 from __future__ import annotations
 
 import importlib

@@ -225,3 +225,32 @@ def test_default_stages_are_registered_builders(jobs_root):
     queued = jobs.submit_defaults()
     assert [j.name for j in queued] == jobs.default_stages()
     assert [j.id for j in jobs.submit_defaults()] == [j.id for j in queued]  # the lock: no duplicates
+
+
+def test_stage_job_builds_its_needs_first_and_counts_its_steps(jobs_root, monkeypatch):
+    """A stage's job builds the stages it needs that are not built yet, then its own; ``ctx.step``
+    says which build of how many runs (the job's done/total)."""
+    from tests.test_cli import fake_stages
+
+    built, state = fake_stages(monkeypatch)
+    done: set[str] = set()
+    monkeypatch.setattr(jobs, "stage_built", lambda s: ["built"] if s in done else [])
+
+    class Ctx:
+        def __init__(self):
+            self.steps: list = []
+
+        def step(self, i, n, label=""):
+            self.steps.append((i, n, label))
+
+    ctx = Ctx()
+    assert jobs._stage_run({"stage": "second", "device": "cpu"}, ctx) == {"stage": "second", "built": []}
+    assert state["prepared"] == "cpu" and [b[:2] for b in built] == [("one", "x"), ("one", "y"), ("one", "x"), ("one", "y"),
+                                                                       ("two", "z")]
+    assert [s[:2] for s in ctx.steps] == [(0, 2), (1, 6), (2, 6), (3, 6), (4, 6), (5, 6)]
+    built.clear()
+    done.add("first")
+    ctx = Ctx()
+    jobs._stage_run({"stage": "second"}, ctx)  # first is built: not again
+    assert [b[:2] for b in built] == [("one", "x"), ("one", "y"), ("two", "z")]
+    assert ctx.steps == [(0, 3, "geolens one build name=x"), (1, 3, "geolens one build name=y"), (2, 3, "geolens two build")]

@@ -70,5 +70,14 @@ def _report(art) -> dict:
     return read_report(art)
 
 
+def _defaults() -> list[AtomsBuild]:
+    """The atoms of every SAE of the default Shapes cache (``sae`` left empty), once it is precomputed."""
+    from engine.core.names import default_shapes_cache
+
+    cache = default_shapes_cache()
+    return [AtomsBuild(cache=cache.name)] if cache else []
+
+
 METHOD = Method(name="atoms", title="Bimodal atoms", page="pages/atoms.py", kind="atoms", config=AtomsBuild,
-                add_arguments=_add, config_from_args=_from_args, build=_build, find=_find, report=_report)
+                add_arguments=_add, config_from_args=_from_args, build=_build, find=_find, report=_report,
+                defaults=_defaults)

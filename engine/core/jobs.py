@@ -606,40 +606,20 @@ def load_builders() -> None:
         importlib.import_module(mod.strip())
 
 
-STAGE_NEEDS = {"saes": ["shapes"]}
-"""Stages that need another stage's output first (the SAEs train on the default Shapes cache)."""
-
 STAGE_TITLES = {"shapes": "Default Shapes cache (geolens-tiny, 4,000 pairs)", "saes": "Plain and aligned SAEs",
                 "concepts": "CRAFT concepts of Sneaker and Bag (fmnist-cnn)",
                 "geodesics": "EBM geodesics on UCG and URC", "dvr": "Diversity vs. recognizability models"}
 
 
 def _stage_run(config: dict, ctx: JobContext) -> dict:
-    """Run ``geolens build-defaults --only <needs>,<stage>`` (each command skips finished work and
-    resumes interrupted work), reporting which command of the stage runs."""
-    import engine.cli
-    from engine.commands import DEFAULT_STAGES
+    """Build the default stage ``config["stage"]``, after the stages it needs when they are not built
+    (``engine.commands.build_stages``: each build skips finished work and resumes interrupted work),
+    reporting which of its steps runs."""
+    from engine.commands import DEFAULT_STAGES, build_stages
 
     stage = config["stage"]
-    todo = [s for s in STAGE_NEEDS.get(stage, []) if not stage_built(s)] + [stage]
-    n = sum(len(DEFAULT_STAGES[s]) for s in todo)
-    inner = engine.cli.main
-    count = {"i": -1}
-
-    def counted(argv=None):  # each build-defaults command goes through engine.cli.main
-        if argv and argv[0] != "build-defaults":
-            count["i"] += 1
-            ctx.step(count["i"], n, "geolens " + " ".join(argv))
-        return inner(argv)
-
-    engine.cli.main = counted
-    try:
-        argv = ["build-defaults", "--only", ",".join(todo)] + (["--device", config["device"]] if config.get("device") else [])
-        rc = inner(argv)
-    finally:
-        engine.cli.main = inner
-    if rc:
-        raise RuntimeError(f"`geolens {' '.join(argv)}` exited with {rc}")
+    todo = [s for s in DEFAULT_STAGES[stage].needs if not stage_built(s)] + [stage]
+    build_stages(todo, config.get("device"), on_step=ctx.step)
     return {"stage": stage, "built": stage_built(stage)}
 
 

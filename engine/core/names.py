@@ -52,6 +52,19 @@ def default_shapes_caches():
     return [c for c in list_caches() if c.manifest.get("dataset") == want and c.manifest.get("model", {}).get("arch") == "geolens-tiny"]
 
 
+def default_shapes_cache():
+    """The default Shapes cache of the default weights now in the cache folder (what `geolens
+    build-defaults --only shapes` precomputes), or None. Reads only (hashes the weights file)."""
+    from engine.config import file_hash
+    from engine.default_model import recipe, weights_path
+
+    weights = weights_path(recipe())
+    if not weights.exists():
+        return None
+    h = file_hash(weights)
+    return next((c for c in default_shapes_caches() if c.manifest.get("model", {}).get("weights_hash") == h), None)
+
+
 def default_stage_outputs(stage: str) -> list[str]:
     """Friendly names of what ``geolens build-defaults --only <stage>`` produced; [] if incomplete.
 

@@ -67,5 +67,14 @@ def _report(art) -> dict:
     return json.loads(art.file("report.json").read_text())
 
 
+def _defaults() -> list[GapBuild]:
+    """The default Shapes cache's report and map, once that cache is precomputed."""
+    from engine.core.names import default_shapes_cache
+
+    cache = default_shapes_cache()
+    return [GapBuild(cache=cache.name)] if cache else []
+
+
 METHOD = Method(name="gap", title="Modality gap", page="pages/gap.py", kind="gap-report", config=GapBuild,
-                add_arguments=_add, config_from_args=_from_args, build=_build, find=_find, report=_report)
+                add_arguments=_add, config_from_args=_from_args, build=_build, find=_find, report=_report,
+                defaults=_defaults)

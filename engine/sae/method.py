@@ -86,6 +86,14 @@ def _extra(sub) -> None:
     cli.add_encode_parser(sub)
 
 
+def _defaults() -> list[SaeBuild]:
+    """A plain (β = 0) and an aligned (β = 4e-4) SAE on the default Shapes cache, once it is precomputed."""
+    from engine.core.names import default_shapes_cache
+
+    cache = default_shapes_cache()
+    return [SaeBuild(cache=cache.name, beta=b) for b in (0.0, 4e-4)] if cache else []
+
+
 METHOD = Method(name="sae", title="Sparse autoencoders", page="pages/atoms.py", kind="sae", config=SaeBuild,
                 add_arguments=_add, config_from_args=_from_args, build=_build, find=_find, report=_report,
-                extra_cli=_extra)
+                defaults=_defaults, extra_cli=_extra)
