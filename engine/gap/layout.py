@@ -183,14 +183,10 @@ def interpolate(features: np.ndarray, fitted: np.ndarray, fitted_xy: np.ndarray,
 
 
 def umap_fit(x: np.ndarray, cfg: LayoutConfig) -> np.ndarray:
-    """UMAP of the rows (umap-learn). (S, d) -> (S, 2) float32"""
-    import umap
+    """UMAP of the rows with the layout's settings (``projection.umap_2d``). (S, d) -> (S, 2) float32"""
+    from engine.gap.projection import UMAPConfig, umap_2d
 
-    if len(x) <= cfg.n_neighbors:
-        raise ValueError(f"UMAP needs more than n_neighbors={cfg.n_neighbors} points, got {len(x)}; use PCA")
-    model = umap.UMAP(n_components=2, n_neighbors=cfg.n_neighbors, min_dist=cfg.min_dist,
-                      metric=cfg.metric, random_state=cfg.seed, n_jobs=1)
-    return model.fit_transform(x).astype(np.float32)
+    return umap_2d(x, UMAPConfig(n_neighbors=cfg.n_neighbors, min_dist=cfg.min_dist, metric=cfg.metric, seed=cfg.seed))
 
 
 # ----------------------------------------------------------------------------- store
