@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Callable
 
 from engine.core import assets
 from engine.core.registry import Registry
+from engine.shipped import ENV_RETRAIN
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +148,40 @@ for _label, (_name, _params) in DVR_ASSETS.items():
         lambda retrain, n=_name, p=_params: _dvr_built(n, p, retrain), {}))
 
 
+# ----------------------------------------------------------------------------- dvr critics
+def _critic_built(name: str, retrain: bool) -> Built:
+    """Train (or reuse) the SimCLR or prototypical critic on the built-in stroke set's training split."""
+    import json
+    import shutil
+
+    from engine.device import pick_device
+    from engine.dvr import build, networks, omniglot, strokes
+
+    data = omniglot.load_split(build.dataset_root(None, strokes.StrokeSetConfig()))
+    cfg = networks.CriticConfig()
+    folder = networks.critics_folder(data.key, cfg)
+    if retrain:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.environ[ENV_RETRAIN] = "1"
+    try:
+        networks.get_critics(data.train_x, data.train_y, data.key, cfg, str(pick_device(None)))
+    finally:
+        if retrain:
+            os.environ.pop(ENV_RETRAIN, None)
+    meta = json.loads((folder / f"{name}.json").read_text())
+    return Built({f"dvr-critic-{name}-{folder.name[:8]}.safetensors": folder / f"{name}.safetensors"}, cfg.to_dict(),
+                 f"{folder.name}/{name}", cfg.seed, float(meta.get("train_seconds", 0.0)),
+                 {"train_seconds": round(float(meta.get("train_seconds", 0.0)), 1)},
+                 {k: v for k, v in meta.items() if k != "from_asset"})
+
+
+for _critic in ("simclr", "protonet"):
+    # like the generators, a retrain is checked by its hash-free metrics only: the scores the critics give
+    # are the dvr report's, checked by tests/test_dvr_*.py on the small set
+    ASSETS.add(f"dvr-critic-{_critic}", AssetRecipe(f"geolens assets publish dvr-critic-{_critic}",
+                                                    lambda retrain, n=_critic: _critic_built(n, retrain), {}))
+
+
 # ----------------------------------------------------------------------------- SAEs on the default cache
 SAE_ASSETS = {"sae-plain": 0.0, "sae-aligned": 4e-4}
 """The SAEs the atoms page opens on (MP-SAE on the default Shapes cache): asset -> alignment weight β.
@@ -188,20 +224,18 @@ def _geodesics_built(dataset: str, part: str, retrain: bool) -> Built:
 
     Metrics a retrain must repeat: the EBM's mean energy on its data and on Gaussian points with
     the data's mean and spread (off the data); the autoencoder's mean binary cross-entropy."""
-    import os
-
     import torch
 
     from engine.core import artifacts
+    from engine.core.progress import staged
     from engine.geodesics import autoencoder, ebm, spaces
     from engine.geodesics.runconfig import RunConfig
-    from engine.shipped import ENV_RETRAIN
 
     cfg = RunConfig.preset(dataset)
     if retrain:
         os.environ[ENV_RETRAIN] = "1"  # model_artifact then trains instead of using the shipped copy
     try:
-        space = spaces.build_space(cfg)
+        space = spaces.build_space(cfg, staged(None))  # tqdm bars: rate and time left
     finally:
         if retrain:
             os.environ.pop(ENV_RETRAIN, None)

@@ -222,3 +222,37 @@ def test_family_map_checks_on_hand_points():
     assert m["checks"] == {"gan_below_vae": True, "vae_off_human": True, "diffusion_closest": True}
     m = results.family_map(s[s["family"] != "diffusion"], human)
     assert m["checks"]["diffusion_closest"] is None
+
+
+def test_shipped_critics_install_by_key_and_retrain_ignores_them(cache_root, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from engine.core import assets
+    from engine.dvr import networks
+
+    monkeypatch.setenv(assets.ENV_ASSETS, str(tmp_path / "assets"))
+    x, y = _tiny_data()
+    x = x[:, ::2, ::2][:, :25, :25].repeat(4, 1).repeat(4, 2)[:, :50, :50]  # any 50×50 drawings
+    cfg = networks.CriticConfig(widths=(4, 4, 8, 8), feature_dim=8, simclr_epochs=1, simclr_batch=16,
+                                proto_episodes=2, proto_way=3)
+    trained = networks.get_critics(x, y, "tiny-strokes", cfg, "cpu")
+    folder = trained.folder
+    for name in ("simclr", "protonet"):
+        meta = json.loads((folder / f"{name}.json").read_text())
+        assets.publish(networks.critic_asset(name), {f"{name}.safetensors": folder / f"{name}.safetensors"},
+                       config=cfg.to_dict(), config_key=f"{folder.name}/{name}", command="geolens x", seed=0,
+                       train_seconds=1.0, metrics={}, meta=meta)
+    shutil.rmtree(folder)  # a fresh machine: only the shipped critics
+    shipped = networks.get_critics(x, y, "tiny-strokes", cfg, "cpu", train=False)
+    for a, b in ((trained.simclr, shipped.simclr), (trained.protonet, shipped.protonet)):
+        for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+            torch.testing.assert_close(va, vb, msg=k)
+    assert json.loads((folder / "protonet.json").read_text())["from_asset"] == "protonet.safetensors"
+    with pytest.raises(FileNotFoundError, match="not trained"):  # other data: the assets do not apply
+        networks.get_critics(x, y, "other-strokes", cfg, "cpu", train=False)
+    shutil.rmtree(folder)
+    monkeypatch.setenv("GEOLENS_RETRAIN", "1")
+    with pytest.raises(FileNotFoundError, match="not trained"):
+        networks.get_critics(x, y, "tiny-strokes", cfg, "cpu", train=False)
+    assert not (folder / "simclr.json").exists()  # nothing half-installed is left

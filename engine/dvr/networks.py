@@ -210,6 +210,29 @@ def _load(folder: Path, name: str, device: torch.device) -> tuple[ConvNet4, dict
     return net.to(device).eval(), meta
 
 
+def critic_asset(name: str) -> str:
+    """The asset a critic ships as (``assets/manifest.json``), keyed by ``<critics key>/<name>``."""
+    return f"dvr-critic-{name}"
+
+
+def install_shipped_critic(folder: Path, name: str) -> bool:
+    """Copy the shipped critic ``name`` into ``folder`` if its asset was made with these data and
+    settings (same critics key) and is intact; False (so the caller trains) otherwise or on --retrain."""
+    from engine.core import assets
+    from engine.shipped import use_shipped
+
+    entry = assets.entry(critic_asset(name))
+    if entry is None or "meta" not in entry or len(entry["files"]) != 1:
+        return False
+    (fname,) = entry["files"]
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / f"{name}.json", json.dumps({**entry["meta"], "from_asset": fname}, indent=2))
+    if use_shipped(critic_asset(name), f"{folder.name}/{name}", {fname: folder / f"{name}.safetensors"}):
+        return True
+    (folder / f"{name}.json").unlink()
+    return False
+
+
 def get_critics(train_x: np.ndarray, train_y: np.ndarray, data_key: str, cfg: CriticConfig,
                 device: str | None = None, progress=None, train: bool = True) -> Critics:
     """Load the cached critics for (data, cfg), training them first when missing and ``train``.
@@ -220,7 +243,7 @@ def get_critics(train_x: np.ndarray, train_y: np.ndarray, data_key: str, cfg: Cr
     folder = critics_folder(data_key, cfg)
     key = folder.name
     for name in ("simclr", "protonet"):
-        if (folder / f"{name}.safetensors").exists():
+        if (folder / f"{name}.safetensors").exists() or install_shipped_critic(folder, name):
             continue
         if not train:
             raise FileNotFoundError(f"critics {key} not trained yet: run `geolens dvr build` first")
