@@ -127,8 +127,8 @@ def _logs(args) -> int:
 
 
 def _run(args) -> int:
-    from engine.core import jobs
+    from engine.core.jobs.__main__ import main
 
-    return jobs._main(["run"] + (["--idle-exit", str(args.idle_exit)] if args.idle_exit is not None else [])
-                      + (["--max-jobs", str(args.max_jobs)] if args.max_jobs is not None else [])
-                      + (["--submit-defaults"] if args.submit_defaults else []) + (["--background"] if args.background else []))
+    return main(["run"] + (["--idle-exit", str(args.idle_exit)] if args.idle_exit is not None else [])
+                + (["--max-jobs", str(args.max_jobs)] if args.max_jobs is not None else [])
+                + (["--submit-defaults"] if args.submit_defaults else []) + (["--background"] if args.background else []))

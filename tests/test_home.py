@@ -16,6 +16,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine.core import jobs, names
+from engine.core.jobs.queue import update
 from tests.conftest import APP, ROOT, no_exception, wait_for_app
 
 PAGES = {"shapes": "pages/gap.py", "saes": "pages/atoms.py", "concepts": "pages/concepts.py",
@@ -33,13 +34,13 @@ def empty_root(tmp_path, monkeypatch):
 def _running(stage: str, done: float, total: float, rate: float) -> jobs.Job:
     """A job for ``stage`` that looks like the runner is building it (no real build)."""
     job = jobs.submit(stage, {"stage": stage})
-    jobs._update(job.id, state="running", started=time.time(), step=0, steps=1, step_label="geolens test",
-                 progress=json.dumps({"done": done, "total": total, "unit": "it", "rate": rate, "stage": "encode"}))
+    update(job.id, state="running", started=time.time(), step=0, steps=1, step_label="geolens test",
+           progress=json.dumps({"done": done, "total": total, "unit": "it", "rate": rate, "stage": "encode"}))
     return jobs.get(job.id)
 
 
 def _finish(job: jobs.Job) -> None:
-    jobs._update(job.id, state="done", finished=time.time(), result=json.dumps({"built": ["test"]}))
+    update(job.id, state="done", finished=time.time(), result=json.dumps({"built": ["test"]}))
 
 
 def _markdown(at) -> str:

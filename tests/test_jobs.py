@@ -19,6 +19,7 @@ import pytest
 
 from engine.config import atomic_write_text
 from engine.core import jobs
+from engine.core.jobs import stages
 from engine.core.progress import Progress, Tracker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -234,7 +235,7 @@ def test_stage_job_builds_its_needs_first_and_counts_its_steps(jobs_root, monkey
 
     built, state = fake_stages(monkeypatch)
     done: set[str] = set()
-    monkeypatch.setattr(jobs, "stage_built", lambda s: ["built"] if s in done else [])
+    monkeypatch.setattr(stages, "stage_built", lambda s: ["built"] if s in done else [])
 
     class Ctx:
         def __init__(self):
@@ -244,13 +245,13 @@ def test_stage_job_builds_its_needs_first_and_counts_its_steps(jobs_root, monkey
             self.steps.append((i, n, label))
 
     ctx = Ctx()
-    assert jobs._stage_run({"stage": "second", "device": "cpu"}, ctx) == {"stage": "second", "built": []}
+    assert stages.run_stage({"stage": "second", "device": "cpu"}, ctx) == {"stage": "second", "built": []}
     assert state["prepared"] == "cpu" and [b[:2] for b in built] == [("one", "x"), ("one", "y"), ("one", "x"), ("one", "y"),
                                                                        ("two", "z")]
     assert [s[:2] for s in ctx.steps] == [(0, 2), (1, 6), (2, 6), (3, 6), (4, 6), (5, 6)]
     built.clear()
     done.add("first")
     ctx = Ctx()
-    jobs._stage_run({"stage": "second"}, ctx)  # first is built: not again
+    stages.run_stage({"stage": "second"}, ctx)  # first is built: not again
     assert [b[:2] for b in built] == [("one", "x"), ("one", "y"), ("two", "z")]
     assert ctx.steps == [(0, 3, "geolens one build name=x"), (1, 3, "geolens one build name=y"), (2, 3, "geolens two build")]

@@ -33,10 +33,6 @@ def start(stage: str) -> jobs.Job:
     return job
 
 
-def _log_tail(job: jobs.Job, n: int = 25) -> str:
-    return jobs._tail(jobs.log_path(job.id), n)
-
-
 def job_box(job: jobs.Job, key: str) -> None:
     """One job: title, progress bar with percentage and time left, current step, cancel."""
     st.markdown(f"**{job.title}** — {job.status_text()}")
@@ -77,7 +73,7 @@ def _pending(stage: str, hint: str | None) -> None:
             if job is not None and job.state == "failed":
                 st.error(f"The last build {job.status_text()}")
                 with st.expander("Its log"):
-                    st.code(_log_tail(job) or "(empty)", language=None)
+                    st.code(jobs.log_tail(job.id, 25) or "(empty)", language=None)
             elif job is not None and job.state == "cancelled":
                 st.info(f"The last build (job {job.id}) was cancelled.")
             label = "Retry the build" if job is not None and job.state == "failed" else "Build the defaults"
@@ -119,4 +115,4 @@ Buttons act in ``on_click`` callbacks, so the rerun their click starts already s
                 c2.button("Cancel", key=f"_panel_cancel_{j.id}", on_click=jobs.cancel, args=(j.id,))
             if j.state == "failed":
                 with st.expander("Log"):
-                    st.code(_log_tail(j) or "(empty)", language=None)
+                    st.code(jobs.log_tail(j.id, 25) or "(empty)", language=None)
