@@ -9,6 +9,7 @@ import streamlit as st
 
 from engine.atoms import views as atom_views
 from engine.atoms.report import AtomsConfig
+from engine.core import names
 from engine.embcache import EmbCache, list_caches
 from engine.gap import figures
 from engine.gap.projection import pca_2d
@@ -24,8 +25,8 @@ st.caption("A sparse autoencoder splits embeddings into atoms. Bimodal atoms fir
            "the cross-modal meaning; unimodal atoms fire on one modality and carry the modality gap (Iso-Energy).")
 
 
-@st.cache_data(ttl=5, show_spinner=False)
-def _caches() -> dict[str, str]:
+@st.cache_data(show_spinner=False, max_entries=4)
+def _caches(stamp: tuple) -> dict[str, str]:
     return {c.name: str(c.path) for c in list_caches() if len(sae_store.list_saes(c))}
 
 
@@ -73,8 +74,8 @@ def _encoder(arch: str, pretrained: str | None):
     return Encoder(ModelSpec(arch, pretrained))
 
 
-@st.cache_data(ttl=5, show_spinner=False, max_entries=16)
-def _report(path: str, sae: str, eps: float):
+@st.cache_data(show_spinner=False, max_entries=16)
+def _report(path: str, sae: str, eps: float, stamp: tuple):
     """(report, bimodal map, its pair ids) of the built atoms artifact, or None: the page never builds."""
     art = atom_views.find_atoms(EmbCache(path), sae, AtomsConfig(eps=eps))
     if art is None:
@@ -83,7 +84,7 @@ def _report(path: str, sae: str, eps: float):
     return atom_views.read_report(art), xy, pid
 
 
-caches = _caches()
+caches = _caches(names.store_stamp())  # re-listed only when the cache folder changes
 if not caches:
     from ui.jobs import pending_or_ready  # the default SAEs' build progress here, or a button that starts it
 
@@ -150,7 +151,7 @@ elif view == "Atom map":
     views.atom_map(xy, table, colour)
 
 elif view == "Interventions":
-    built = _report(str(cache.path), sae, eps)
+    built = _report(str(cache.path), sae, eps, names.store_stamp())
     if built is None:
         st.info(f"The interventions at ε = {eps:g} are not built yet. Build them (once) with "
                 f"`geolens atoms build --cache {cache.name} --sae {sae} --eps {eps:g}`, then reload.")

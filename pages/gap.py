@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from engine.core import names
 from engine.embcache import EmbCache, list_caches
 from engine.gap import figures, layout, metrics, report
 from engine.gap.report import factor_columns, load_points
@@ -28,8 +29,8 @@ st.caption("Images and captions of a vision-language model, side by side: the ga
            "other modality.")
 
 
-@st.cache_data(ttl=5, show_spinner=False)
-def _caches() -> dict[str, tuple[str, float]]:
+@st.cache_data(show_spinner=False, max_entries=4)
+def _caches(stamp: tuple) -> dict[str, tuple[str, float]]:
     return {c.name: (str(c.path), c.path.stat().st_mtime) for c in list_caches()}
 
 
@@ -191,7 +192,7 @@ def _grid(cache: EmbCache, pts, rows: np.ndarray, how: str) -> None:
 
 
 # ----------------------------------------------------------------------------- choices
-caches = _caches()
+caches = _caches(names.store_stamp())  # re-listed only when the cache folder changes
 if not caches:
     from ui.jobs import pending_or_ready  # the default build's progress here, or a button that starts it
 

@@ -24,13 +24,17 @@ def _small(fig: go.Figure) -> go.Figure:
 
 
 # ----------------------------------------------------------------------------- per-method reads (cached)
-@st.cache_data(ttl=10, show_spinner=False)
-def stage_outputs(stage: str) -> list[str]:
+@st.cache_data(show_spinner=False, max_entries=32)
+def _stage_outputs(stage: str, stamp: tuple) -> list[str]:
     return names.default_stage_outputs(stage)
 
 
-@st.cache_data(ttl=10, show_spinner=False)
-def gap_card() -> dict:
+def stage_outputs(stage: str) -> list[str]:
+    return _stage_outputs(stage, names.store_stamp())
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def gap_card(stamp: tuple) -> dict:
     from engine.gap import metrics
     from engine.gap.report import find_report, load_points
 
@@ -46,8 +50,8 @@ def gap_card() -> dict:
             "proj": (metrics.gap_projection(pts.img, u), metrics.gap_projection(pts.txt, u))}
 
 
-@st.cache_data(ttl=10, show_spinner=False)
-def atoms_card() -> dict:
+@st.cache_data(show_spinner=False, max_entries=4)
+def atoms_card(stamp: tuple) -> dict:
     from engine.sae.store import list_saes
 
     cache = names.default_shapes_caches()[0]
@@ -70,8 +74,8 @@ def _f(v):
         return None
 
 
-@st.cache_data(ttl=10, show_spinner=False)
-def concepts_card() -> dict:
+@st.cache_data(show_spinner=False, max_entries=4)
+def concepts_card(stamp: tuple) -> dict:
     from engine.concepts import cache
 
     entry = next(c for c in cache.list_caches() if c["model"] == "fmnist-cnn" and c["class_name"] == "Sneaker")
@@ -85,8 +89,8 @@ def concepts_card() -> dict:
             "sobol": rep["importance"]["sobol_total"]}
 
 
-@st.cache_data(ttl=10, show_spinner=False)
-def geodesics_card() -> dict:
+@st.cache_data(show_spinner=False, max_entries=4)
+def geodesics_card(stamp: tuple) -> dict:
     from engine.geodesics import pipeline
 
     path = pipeline.list_runs("ucg")[0]
@@ -103,8 +107,8 @@ def geodesics_card() -> dict:
             "paths": paths}
 
 
-@st.cache_data(ttl=10, show_spinner=False)
-def dvr_card() -> dict:
+@st.cache_data(show_spinner=False, max_entries=4)
+def dvr_card(stamp: tuple) -> dict:
     from engine.dvr import results
 
     rep = results.report()
@@ -197,7 +201,7 @@ def card(stage: str, title: str, page: str, blurb: str, data_fn, fig_fn) -> None
         card_state(stage, ready)
         if ready:
             try:
-                d = data_fn()
+                d = data_fn(names.store_stamp())  # cached until a cache or artifact changes
             except Exception as exc:  # a card must never take Home down: say what failed
                 st.warning(f"Could not read its report: {exc}")
             else:
@@ -217,8 +221,8 @@ def jobs_fragment() -> None:
     job_ui.jobs_panel()
 
 
-@st.cache_data(ttl=10, show_spinner=False)
-def cache_table() -> pd.DataFrame:
+@st.cache_data(show_spinner=False, max_entries=4)
+def cache_table(stamp: tuple) -> pd.DataFrame:
     caches = list_caches()
     labels = names.cache_labels(caches)
     rows = []
@@ -257,7 +261,7 @@ with st.expander("Jobs", expanded=bool(missing), icon=":material/pending_actions
     jobs_fragment()
 
 st.subheader("Embedding caches")
-table = cache_table()
+table = cache_table(names.store_stamp())
 if table.empty:
     st.caption("No embedding cache yet: the Modality gap build makes the default one, or encode your own pairs with "
                "`geolens precompute --dataset captions.csv --model ViT-B-32 --pretrained weights.safetensors`.")

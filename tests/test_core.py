@@ -124,3 +124,37 @@ def test_assets_lookup_checks_config_and_hash(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="past 40 MiB"):
         assets.publish("big", {"big.bin": big}, config={}, config_key="K", command="c", seed=0,
                        train_seconds=0, metrics={})
+
+
+def test_store_stamp_changes_with_every_write_pages_must_see(root):
+    """Pages key their cached reads on names.store_stamp(): it must change when an artifact is
+    written or rebuilt, a cache file appears or is rewritten, and stay put otherwise."""
+    import time
+
+    from engine.core.names import store_stamp
+
+    def changed(before):
+        time.sleep(0.01)  # coarse file-system clocks: give mtimes room to move
+        return store_stamp() != before
+
+    (root / "cache").mkdir(exist_ok=True)
+    s0 = store_stamp()
+    assert store_stamp() == s0
+    with artifacts.writing("layout", {"m": "pca"}, ["A"], "1") as w:
+        w.file("x").write_bytes(b"1")
+    s1 = store_stamp()
+    assert s1 != s0 and store_stamp() == s1
+    with artifacts.writing("layout", {"m": "umap"}, ["A"], "1") as w:  # another artifact of a kind that exists
+        w.file("x").write_bytes(b"2")
+    s2 = store_stamp()
+    assert s2 != s1
+    with artifacts.writing("layout", {"m": "umap"}, ["A"], "1", resume=False) as w:  # a rebuild (--force)
+        w.file("x").write_bytes(b"3")
+    assert store_stamp() != s2
+    s3 = store_stamp()
+    db = root / "cache" / "c.duckdb"
+    db.write_bytes(b"a")
+    assert changed(s3)
+    s4 = store_stamp()
+    os.utime(db, ns=(db.stat().st_atime_ns, db.stat().st_mtime_ns + 10**9))  # rewritten in place
+    assert store_stamp() != s4

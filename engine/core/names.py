@@ -65,6 +65,27 @@ def default_shapes_cache():
     return next((c for c in default_shapes_caches() if c.manifest.get("model", {}).get("weights_hash") == h), None)
 
 
+def store_stamp() -> tuple[int, ...]:
+    """A value that changes whenever a cache, artifact or dvr reference is added, replaced, removed or
+    rewritten: the modification times of the cache root, its DuckDB files and the store's kind folders
+    (artifacts appear by a rename into their kind's folder). A few ``stat`` calls: pages key their
+    cached reads on it instead of re-reading on a timer."""
+    from engine.store import cache_root
+
+    root = cache_root()
+    if not root.exists():
+        return ()
+    arts = root / "artifacts"
+    paths = [root, *sorted(root.glob("*.duckdb")), arts, *(sorted(arts.iterdir()) if arts.is_dir() else [])]
+    out = []
+    for p in paths:
+        try:
+            out.append(p.stat().st_mtime_ns)
+        except FileNotFoundError:  # removed between the listing and the stat: that is a change too
+            out.append(-1)
+    return tuple(out)
+
+
 def default_stage_outputs(stage: str) -> list[str]:
     """Friendly names of what ``geolens build-defaults --only <stage>`` produced; [] if incomplete.
 
