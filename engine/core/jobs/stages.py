@@ -48,7 +48,7 @@ def default_stages() -> list[str]:
     """The build-defaults stages in the order ``make app`` queues them (quickest pages first)."""
     from engine.commands import DEFAULT_STAGES
 
-    order = ["shapes", "concepts", "saes", "dvr", "geodesics"]
+    order = ["shapes", "saes", "concepts", "dvr", "geodesics"]  # measured first run: 3, 1.5, 11, … min
     return [s for s in order if s in DEFAULT_STAGES] + [s for s in DEFAULT_STAGES if s not in order]
 
 
