@@ -51,14 +51,24 @@ def atom_stats(codes: pd.DataFrame, modality_of: pd.Series, n_items: dict[str, i
                eps: float = DEFAULT_EPS) -> pd.DataFrame:
     """The per-atom table from a long code table and each item's modality."""
     df = codes.assign(modality=modality_of.reindex(codes["id"]).to_numpy())
-    out = pd.DataFrame({"atom": np.arange(m, dtype=np.int32)})
+    sq, cnt = {}, {}
     for mod in ("image", "text"):
         part = df[df["modality"] == mod]
-        sq = np.bincount(part["atom"], weights=part["value"].astype(np.float64) ** 2, minlength=m)
-        cnt = np.bincount(part["atom"], minlength=m)
-        n = max(n_items.get(mod, 0), 1)
+        sq[mod] = np.bincount(part["atom"], weights=part["value"].astype(np.float64) ** 2, minlength=m)
+        cnt[mod] = np.bincount(part["atom"], minlength=m)
+    return atom_frame(sq, cnt, n_items, eps)
+
+
+def atom_frame(energy: dict[str, np.ndarray], count: dict[str, np.ndarray], n_items: dict[str, int],
+               eps: float = DEFAULT_EPS) -> pd.DataFrame:
+    """The per-atom table from each modality's summed squared codes and non-zero counts (m,):
+    energies and frequencies per item, shares, μ and class."""
+    m = len(energy["image"])
+    out = pd.DataFrame({"atom": np.arange(m, dtype=np.int32)})
+    for mod in ("image", "text"):
+        sq, n = energy[mod], max(n_items.get(mod, 0), 1)
         out[f"energy_{mod}"] = sq / n
-        out[f"freq_{mod}"] = cnt / n
+        out[f"freq_{mod}"] = count[mod] / n
         out[f"share_{mod}"] = sq / sq.sum() if sq.sum() > 0 else 0.0
     tot = out["energy_image"] + out["energy_text"]
     out["mu"] = np.where(tot > 0, out["energy_image"] / tot.where(tot > 0, 1.0), np.nan)

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from engine.sae.stats import classify
+from engine.sae.stats import atom_frame
 
 N_TOP = 64
 MODALITIES = ("image", "text")
@@ -62,19 +62,8 @@ class Tables:
 
     def atom_table(self, eps: float) -> pd.DataFrame:
         """The per-atom table (energies, μ, frequencies, shares, class), as ``stats.atom_stats``."""
-        m = self.energy.shape[1]
-        out = pd.DataFrame({"atom": np.arange(m, dtype=np.int32)})
-        for i, mod in enumerate(MODALITIES):
-            n = max(self.n_items.get(mod, 0), 1)
-            sq = self.energy[i]
-            out[f"energy_{mod}"] = sq / n
-            out[f"freq_{mod}"] = self.count[i] / n
-            out[f"share_{mod}"] = sq / sq.sum() if sq.sum() > 0 else 0.0
-        tot = out["energy_image"] + out["energy_text"]
-        out["mu"] = np.where(tot > 0, out["energy_image"] / tot.where(tot > 0, 1.0), np.nan)
-        alive = (out["freq_image"] + out["freq_text"]) > 0
-        out["class"] = classify(out["mu"].to_numpy(), alive.to_numpy(), eps)
-        return out
+        return atom_frame({mod: self.energy[i] for i, mod in enumerate(MODALITIES)},
+                          {mod: self.count[i] for i, mod in enumerate(MODALITIES)}, self.n_items, eps)
 
     def top_items_frame(self) -> pd.DataFrame:
         """The long table (atom, modality, rank, id, value) of ``stats.top_items``."""
