@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Callable
 
+from engine.config import environ
 from engine.core import assets
 from engine.core.registry import Registry
 from engine.shipped import ENV_RETRAIN
@@ -162,12 +162,8 @@ def _critic_built(name: str, retrain: bool) -> Built:
     folder = networks.critics_folder(data.key, cfg)
     if retrain:
         shutil.rmtree(folder, ignore_errors=True)
-        os.environ[ENV_RETRAIN] = "1"
-    try:
+    with environ(ENV_RETRAIN, "1" if retrain else None):
         networks.get_critics(data.train_x, data.train_y, data.key, cfg, str(pick_device(None)))
-    finally:
-        if retrain:
-            os.environ.pop(ENV_RETRAIN, None)
     meta = json.loads((folder / f"{name}.json").read_text())
     return Built({f"dvr-critic-{name}-{folder.name[:8]}.safetensors": folder / f"{name}.safetensors"}, cfg.to_dict(),
                  f"{folder.name}/{name}", cfg.seed, float(meta.get("train_seconds", 0.0)),
@@ -232,13 +228,8 @@ def _geodesics_built(dataset: str, part: str, retrain: bool) -> Built:
     from engine.geodesics.runconfig import RunConfig
 
     cfg = RunConfig.preset(dataset)
-    if retrain:
-        os.environ[ENV_RETRAIN] = "1"  # model_artifact then trains instead of using the shipped copy
-    try:
+    with environ(ENV_RETRAIN, "1" if retrain else None):  # retrain: model_artifact trains, ignoring the asset
         space = spaces.build_space(cfg, staged(None))  # tqdm bars: rate and time left
-    finally:
-        if retrain:
-            os.environ.pop(ENV_RETRAIN, None)
     if part == "ebm":
         kind, key = "ebm", ebm.ebm_key(space.keys["data"], cfg.ebm_config())
         gen = torch.Generator().manual_seed(0)

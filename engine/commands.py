@@ -1,13 +1,11 @@
 """Core commands: caches, precompute, train-default, build-defaults, export."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
-from typing import Callable, Iterator
+from typing import Callable
 
-from engine.config import Config
+from engine.config import Config, environ
 
 
 def register(commands, reports) -> None:
@@ -204,7 +202,7 @@ def build_stages(stages: list[str], device: str | None = None,
     def steps_after(k: int) -> int:
         return sum(bool(DEFAULT_STAGES[s].prepare) + len(builds(s)) for s in stages[k + 1:])
 
-    with _environ(ENV_DEVICE, device):  # the device every build picks (engine.device.pick_device)
+    with environ(ENV_DEVICE, device):  # the device every build picks (engine.device.pick_device)
         i = 0
         for k, stage in enumerate(stages):
             st = DEFAULT_STAGES[stage]
@@ -228,21 +226,6 @@ def build_stages(stages: list[str], device: str | None = None,
                 i += 1
 
 
-@contextlib.contextmanager
-def _environ(name: str, value: str | None) -> Iterator[None]:
-    """``os.environ[name] = value`` for the block (unchanged when ``value`` is None), then restored."""
-    old = os.environ.get(name)
-    if value is not None:
-        os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
-
-
 def _build_defaults(args) -> int:
     from engine.shipped import ENV_RETRAIN
 
@@ -251,7 +234,7 @@ def _build_defaults(args) -> int:
     def show(i: int, n: int, label: str) -> None:
         print(f"[build-defaults {i + 1}/{n}] {label}", flush=True)
 
-    with _environ(ENV_RETRAIN, "1" if args.retrain else None):  # read by every trainer's asset hook (engine.shipped)
+    with environ(ENV_RETRAIN, "1" if args.retrain else None):  # read by every trainer's asset hook (engine.shipped)
         build_stages(stages, args.device, show)
     return 0
 

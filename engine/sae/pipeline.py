@@ -240,6 +240,7 @@ def _install_and_write(cache, cfg: SAEConfig, name: str, w, source, progress) ->
             "train": rec.get("train", {}), "history": rec.get("history", []), "from_asset": fname}
     meta = write_artifact_stats(cache, model, w.path, meta, source.pair_ids, progress=progress)
     tmp.replace(w.file(WEIGHTS))
+    w.file(CHECKPOINT).unlink(missing_ok=True)  # an interrupted training's, if any: the asset replaced it
     meta["seconds_total"] = round(time.perf_counter() - t0, 2)
     atomic_write_text(w.file(META), json.dumps(meta, indent=1, default=float))
     w.meta.update({"cache": cache.name, "metrics": metrics, "class_counts": meta["class_counts"],
