@@ -231,40 +231,35 @@ def _install_and_write(cache, cfg: SAEConfig, name: str, w, source, progress) ->
         return None
     model = make_learner(cfg.arch, source.d, cfg.atoms, cfg.k, **cfg.learner_kwargs())
     model.load_state_dict(load_file(str(tmp)))
-    model.eval()
+    tmp.unlink()
     rec = assets.entry(asset).get("meta", {})
-    t0 = time.perf_counter()
-    metrics = evaluate_source(model, source)
-    meta = {"name": name, "key": w.key, "cache": cache.name, "cache_key": cache_key(cache), "d": int(source.d),
-            "n_pairs": int(source.n), "engine_version": ENGINE_VERSION, "config": cfg.to_dict(), "metrics": metrics,
-            "train": rec.get("train", {}), "history": rec.get("history", []), "from_asset": fname}
-    meta = write_artifact_stats(cache, model, w.path, meta, source.pair_ids, progress=progress)
-    tmp.replace(w.file(WEIGHTS))
-    w.file(CHECKPOINT).unlink(missing_ok=True)  # an interrupted training's, if any: the asset replaced it
-    meta["seconds_total"] = round(time.perf_counter() - t0, 2)
-    atomic_write_text(w.file(META), json.dumps(meta, indent=1, default=float))
-    w.meta.update({"cache": cache.name, "metrics": metrics, "class_counts": meta["class_counts"],
-                   "seconds_total": meta["seconds_total"], "from_asset": fname,
-                   "pairs_per_s": meta["train"].get("pairs_per_s")})
-    return meta
+    return _write_sae(cache, cfg, name, w, source, model.eval(), time.perf_counter(), rec.get("train", {}),
+                      rec.get("history", []), progress, from_asset=fname)
 
 
 def _train_and_write(cache, cfg: SAEConfig, name: str, w, source, progress, device, show_bar) -> dict:
     from engine.sae.train import train_source
 
-    folder = w.path
     model = make_learner(cfg.arch, source.d, cfg.atoms, cfg.k, **cfg.learner_kwargs())
     t0 = time.perf_counter()
-    summary = train_source(model, source, cfg, folder / CHECKPOINT, progress, device, show_bar)
+    summary = train_source(model, source, cfg, w.file(CHECKPOINT), progress, device, show_bar)
+    return _write_sae(cache, cfg, name, w, source, model, t0, {k: v for k, v in summary.items() if k != "history"},
+                      summary["history"])
+
+
+def _write_sae(cache, cfg: SAEConfig, name: str, w, source, model: DictionaryLearner, t0: float, train: dict,
+               history: list, progress=None, **extra) -> dict:
+    """Evaluate a trained (or shipped) SAE, encode every item into its statistics, and write the
+    weights and meta.json into the artifact; an interrupted training's checkpoint goes last."""
     metrics = evaluate_source(model, source)
     meta = {"name": name, "key": w.key, "cache": cache.name, "cache_key": cache_key(cache), "d": int(source.d),
             "n_pairs": int(source.n), "engine_version": ENGINE_VERSION, "config": cfg.to_dict(), "metrics": metrics,
-            "train": {k: v for k, v in summary.items() if k != "history"}, "history": summary["history"]}
-    meta = write_artifact_stats(cache, model, folder, meta, source.pair_ids)
-    save_weights(model, folder)
+            "train": train, "history": history, **extra}
+    meta = write_artifact_stats(cache, model, w.path, meta, source.pair_ids, progress=progress)
+    save_weights(model, w.path)
     meta["seconds_total"] = round(time.perf_counter() - t0, 2)
-    atomic_write_text(folder / META, json.dumps(meta, indent=1, default=float))
-    (folder / CHECKPOINT).unlink(missing_ok=True)
+    atomic_write_text(w.file(META), json.dumps(meta, indent=1, default=float))
+    w.file(CHECKPOINT).unlink(missing_ok=True)
     w.meta.update({"cache": cache.name, "metrics": metrics, "class_counts": meta["class_counts"],
-                   "seconds_total": meta["seconds_total"], "pairs_per_s": summary["pairs_per_s"]})
+                   "seconds_total": meta["seconds_total"], "pairs_per_s": train.get("pairs_per_s"), **extra})
     return meta
