@@ -44,3 +44,13 @@ def needs_training(name: str, path: Path, config_key: str, dest: dict[str, Path]
     if retrain_requested():
         return not Path(path).exists() or is_shipped_copy(name, path)
     return not (Path(path).exists() or use_shipped(name, config_key, dest))
+
+
+def shipped_weights(config_key: str) -> tuple[str, str] | None:
+    """(asset name, its one file's name) of the intact one-file asset recorded under ``config_key``
+    (an artifact key); None when there is none or a retrain is requested."""
+    name = assets.name_for_key(config_key)
+    if name is None or retrain_requested():
+        return None
+    found = assets.lookup(name, config_key)
+    return (name, next(iter(found))) if found and len(found) == 1 else None

@@ -225,16 +225,12 @@ def from_asset(kind: str, config: Mapping[str, Any], inputs: Sequence[str], vers
     with ``from_asset`` naming the file.
     """
     from engine.core import assets
-    from engine.shipped import retrain_requested
+    from engine.shipped import shipped_weights
 
     key = artifact_key(kind, config, inputs, version)
-    asset = assets.name_for_key(key)
-    if asset is None or retrain_requested():
+    if (found := shipped_weights(key)) is None:
         return None
-    shipped = assets.lookup(asset, key)
-    if not shipped or len(shipped) != 1:
-        return None
-    (fname, _src), = shipped.items()
+    asset, fname = found
     with writing(kind, config, inputs, version, name=name, resume=False) as w:
         if not assets.install(asset, key, {fname: w.file(WEIGHTS)}):
             raise OSError(f"asset {asset!r} matched key {key} but could not be copied from {assets.assets_dir()}")

@@ -219,13 +219,11 @@ def _install_and_write(cache, cfg: SAEConfig, name: str, w, source, progress) ->
     after a training (encoding only). Training time and history come from the asset's record.
     """
     from engine.core import assets
-    from engine.shipped import retrain_requested
+    from engine.shipped import shipped_weights
 
-    asset = assets.name_for_key(w.key)
-    shipped = None if asset is None or retrain_requested() else assets.lookup(asset, w.key)
-    if not shipped or len(shipped) != 1:
+    if (found := shipped_weights(w.key)) is None:
         return None
-    (fname, _src), = shipped.items()
+    asset, fname = found
     tmp = w.file(WEIGHTS + ".asset")
     if not assets.install(asset, w.key, {fname: tmp}):
         return None
