@@ -170,3 +170,27 @@ def test_gap_histogram_counts_every_point():
     a, b = np.linspace(0, 1, 40), np.linspace(-1, 0.2, 25)
     fig = figures.gap_histogram(a, b, bins=10)
     assert [int(sum(t.y)) for t in fig.data] == [40, 25]
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_exact_knn_graph_matches_brute_force(metric):
+    """UMAP's k-NN graph: sklearn's brute-force neighbours, each row first at distance 0."""
+    from sklearn.neighbors import NearestNeighbors
+
+    x = np.random.default_rng(4).standard_normal((700, 12)).astype(np.float32)
+    idx, dist = projection.knn_graph(x, 9, metric, block=256)
+    ref_d, ref_i = NearestNeighbors(n_neighbors=9, metric=metric, algorithm="brute").fit(x).kneighbors(x)
+    assert (idx[:, 0] == np.arange(700)).all() and np.abs(dist[:, 0]).max() < 1e-6
+    np.testing.assert_array_equal(idx, ref_i)  # continuous data: no ties
+    np.testing.assert_allclose(dist, ref_d, atol=2e-5)
+    with pytest.raises(ValueError, match="metric"):
+        projection.knn_graph(x, 3, "manhattan")
+
+
+def test_umap_start_is_checked_and_used():
+    with pytest.raises(ValueError, match="init"):
+        projection.UMAPConfig(init="laplacian")
+    x = np.random.default_rng(5).standard_normal((60, 5)).astype(np.float32)
+    a = projection.umap_2d(x, projection.UMAPConfig(n_neighbors=8, init="pca"))
+    b = projection.umap_2d(x, projection.UMAPConfig(n_neighbors=8, init="random"))
+    assert a.shape == (60, 2) and not np.allclose(a, b)

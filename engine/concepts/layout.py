@@ -20,10 +20,9 @@ def embed_2d(x: np.ndarray, method: str = "umap", seed: int = 0) -> np.ndarray:
 
         perp = float(min(30.0, (n - 1) / 3))
         return TSNE(2, perplexity=perp, init="pca", random_state=seed).fit_transform(x).astype(np.float32)
-    import umap
+    from engine.gap.projection import UMAPConfig, umap_2d
 
-    reducer = umap.UMAP(n_components=2, n_neighbors=min(15, n - 1), random_state=seed, n_jobs=1)
-    return reducer.fit_transform(x).astype(np.float32)
+    return umap_2d(x, UMAPConfig(n_neighbors=min(15, n - 1), metric="euclidean", seed=seed, init="spectral"))
 
 
 def concept_map(w: np.ndarray, seed: int = 0) -> np.ndarray:

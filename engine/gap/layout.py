@@ -37,6 +37,7 @@ from engine.config import Config, check_choice, check_positive
 from engine.core import artifacts
 from engine.core.progress import ProgressFn, Tracker
 from engine.gap import metrics
+from engine.gap.projection import UMAP_INITS
 
 KIND = "gap-layout"
 VERSION = f"{ENGINE_VERSION}/gap-layout-1"
@@ -54,6 +55,8 @@ class LayoutConfig(Config):
     """how tightly UMAP packs neighbours in 2-D"""
     metric: str = "cosine"
     """UMAP's distance in embedding space"""
+    init: str = "pca"
+    """UMAP's starting layout (``projection.UMAPConfig.init``: 'spectral' fails on a modality gap)"""
     extend_k: int = 10
     """fitted neighbours each other row is interpolated from"""
     extend_dims: int = 32
@@ -68,6 +71,7 @@ class LayoutConfig(Config):
             check_positive(name, getattr(self, name))
         check_positive("min_dist", self.min_dist, allow_zero=True)
         check_choice("metric", self.metric, ("cosine", "euclidean"))
+        check_choice("init", self.init, UMAP_INITS)
         if self.umap_sample <= self.n_neighbors:
             raise ValueError(f"umap_sample ({self.umap_sample}) must exceed n_neighbors ({self.n_neighbors})")
 
@@ -186,7 +190,8 @@ def umap_fit(x: np.ndarray, cfg: LayoutConfig) -> np.ndarray:
     """UMAP of the rows with the layout's settings (``projection.umap_2d``). (S, d) -> (S, 2) float32"""
     from engine.gap.projection import UMAPConfig, umap_2d
 
-    return umap_2d(x, UMAPConfig(n_neighbors=cfg.n_neighbors, min_dist=cfg.min_dist, metric=cfg.metric, seed=cfg.seed))
+    return umap_2d(x, UMAPConfig(n_neighbors=cfg.n_neighbors, min_dist=cfg.min_dist, metric=cfg.metric, seed=cfg.seed,
+                                     init=cfg.init))
 
 
 # ----------------------------------------------------------------------------- store
