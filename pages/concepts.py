@@ -9,6 +9,7 @@ import streamlit as st
 
 from engine.concepts import cache, classifiers, figures, importance, render
 from engine.concepts.precompute import METHODS
+from engine.core import names
 from ui.state import set_url, synced_select
 
 st.title("Concepts and the strategic cluster graph")
@@ -17,8 +18,8 @@ st.caption("CRAFT concepts (crops → NMF) of one class, their importance by Sob
            "chart toolbar's lasso tool.")
 
 
-@st.cache_data(ttl=5, show_spinner=False)
-def _caches() -> list[dict]:
+@st.cache_data(show_spinner=False, max_entries=4)
+def _caches(stamp: tuple) -> list[dict]:
     return [{**c, "path": str(c["path"])} for c in cache.list_caches()]
 
 
@@ -55,7 +56,7 @@ def _on_select() -> None:
 
 
 # ----------------------------------------------------------------------------- choices
-caches = _caches()
+caches = _caches(names.store_stamp())  # re-listed only when the cache folder changes
 models = list(dict.fromkeys([c["model"] for c in caches] + classifiers.names()))
 model = synced_select("Model", models, "model", default="fmnist-cnn", sidebar=True)
 names = classifiers.class_names_of(model)

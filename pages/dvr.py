@@ -143,6 +143,12 @@ def main() -> None:
 
     ids = s["id"].tolist()
     models = [i for i in ids if i != results.HUMAN]
+    if not models:
+        from ui.jobs import building, pending_or_ready
+
+        if building("dvr"):  # the reference is built; the default build still draws and scores the models
+            pending_or_ready("dvr", False, hint="The reference is ready; the generators' samples come next.")
+            return
     fig = _scatter(s, st.session_state.get("dvr_model"))
     event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="dvr_scatter", width="stretch")
     points = ((event or {}).get("selection") or {}).get("points", [])

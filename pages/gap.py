@@ -95,6 +95,11 @@ def _on_select() -> None:
 
 
 def _build_hint(name: str, what: str) -> None:
+    from ui.jobs import building, pending_or_ready
+
+    if building("shapes"):  # the default build is on it: its progress, and the page fills in when it is done
+        pending_or_ready("shapes", False, hint=f"{what} not built yet (`geolens gap build --cache {name}`).")
+        return
     st.info(f"{what} of this cache not built yet. Pages only read: build once (progress in the terminal), "
             "then reload this page:")
     st.code(f"geolens gap build --cache {name}", language="bash")

@@ -45,6 +45,8 @@ def _count(config: dict, ctx: jobs.JobContext) -> dict:
 
 if "count" not in jobs.BUILDERS:
     jobs.BUILDERS.add("count", jobs.Builder(run=_count, title=lambda c: f"count to {c['steps']}"))
+    jobs.BUILDERS.add("count_after", jobs.Builder(run=_count, title=lambda c: f"count to {c['steps']} after {c['after']}",
+                                                  after=lambda c: [c["after"]]))
 
 
 @pytest.fixture
@@ -161,6 +163,33 @@ def test_runner_reports_progress_and_result(jobs_root):
         _stop(runner)
     log = jobs.log_path(job.id).read_text()
     assert "count: starting" in log and "finished in" in log
+
+
+def test_two_slots_run_side_by_side_and_a_job_waits_for_what_it_needs(jobs_root, monkeypatch):
+    monkeypatch.setenv(jobs.SLOTS_ENV, "2")
+    a = jobs.submit("count", {"steps": 12, "sleep": 0.15, "tag": "a"})
+    after_a = jobs.submit("count_after", {"steps": 2, "tag": "c", "after": a.artifact})  # queued before b
+    b = jobs.submit("count", {"steps": 12, "sleep": 0.15, "tag": "b"})
+    runner = _runner("--idle-exit", "1")
+    try:
+        _wait(lambda: all(jobs.get(j.id).state == "done" for j in (a, after_a, b)), what="three jobs done")
+        assert runner.wait(timeout=30) == 0
+    finally:
+        _stop(runner)
+    a, after_a, b = (jobs.get(j.id) for j in (a, after_a, b))
+    assert b.started < a.finished and a.started < b.finished  # side by side, though b was queued last
+    assert after_a.started >= a.finished  # it waited for the job it needs
+
+
+def test_job_slots_setting(monkeypatch):
+    monkeypatch.setenv(jobs.SLOTS_ENV, "3")
+    assert jobs.job_slots() == 3
+    for bad in ("0", "two"):
+        monkeypatch.setenv(jobs.SLOTS_ENV, bad)
+        with pytest.raises(ValueError, match=jobs.SLOTS_ENV):
+            jobs.job_slots()
+    monkeypatch.delenv(jobs.SLOTS_ENV)
+    assert jobs.job_slots() == max(1, min(2, os.cpu_count() or 1))
 
 
 def test_resume_after_kill_9_of_the_runner(jobs_root):

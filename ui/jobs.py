@@ -7,14 +7,15 @@ A page whose data is missing makes one call::
 
 ``pending_or_ready`` returns ``ready``; when it is False it draws, in a fragment that reruns
 every ``POLL_S`` seconds, the state of the stage's job (queued, building with progress and
-ETA, failed with its log) or a button that queues it. When the job finishes the fragment clears
-the data listings' caches and reruns the whole page, so the figures fill in.
+ETA, failed with its log) or a button that queues it. When the job finishes, or when anything
+is added to the cache folder meanwhile (``names.store_stamp()``: a stage writes several artifacts,
+and the page may need only its first), the fragment reruns the whole page, so the figures fill in.
 """
 from __future__ import annotations
 
 import streamlit as st
 
-from engine.core import jobs
+from engine.core import jobs, names
 from engine.core.progress import format_seconds
 
 POLL_S = 2.0
@@ -52,6 +53,8 @@ def job_box(job: jobs.Job, key: str) -> None:
 def _pending(stage: str, hint: str | None) -> None:
     job = stage_job(stage)
     key = f"_pending_{stage}"
+    if names.store_stamp() != st.session_state.get(f"{key}_stamp"):  # something was built since the page ran
+        st.rerun(scope="app")
     with st.container(border=True):
         st.markdown(f"##### Not built yet: {jobs.STAGE_TITLES.get(stage, stage)}")
         st.caption(f"{PENDING_MARK} · the figures appear here when the build finishes")
@@ -87,8 +90,15 @@ def pending_or_ready(stage: str, ready: bool, hint: str | None = None) -> bool:
     """``ready``; if False, draws the stage's job progress (or a build button), refreshed every ``POLL_S``."""
     if ready:
         return True
+    st.session_state[f"_pending_{stage}_stamp"] = names.store_stamp()
     _pending(stage, hint)
     return False
+
+
+def building(stage: str) -> bool:
+    """Is the default ``stage`` queued or being built now?"""
+    job = stage_job(stage)
+    return job is not None and job.active
 
 
 def jobs_panel(limit: int = 8) -> None:

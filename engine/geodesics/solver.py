@@ -77,10 +77,14 @@ def _solve_chunk(metric: Metric, x0, x1, cfg: SolverConfig, init, record: bool, 
     b1, b2, eps = 0.9, 0.999, 1e-8
     ends0, ends1 = x0[:, None], x1[:, None]
     for it in range(cfg.max_iters):
-        xr = x.clone().requires_grad_(True)
-        e = path_energy(metric, torch.cat([ends0, xr, ends1], dim=1))  # (B,)
-        (grad,) = torch.autograd.grad(e.sum(), xr)
-        e = e.detach()
+        # only the geodesics still moving are evaluated (each path's energy is its own: the others'
+        # values stay as they were, and the masks below never touch them)
+        idx = active.nonzero().squeeze(1)
+        xr = x[idx].clone().requires_grad_(True)
+        e_a = path_energy(metric, torch.cat([ends0[idx], xr, ends1[idx]], dim=1))  # (A,)
+        (grad_a,) = torch.autograd.grad(e_a.sum(), xr)
+        e, grad = best_e.clone(), torch.zeros_like(x)
+        e[idx], grad[idx] = e_a.detach(), grad_a
         with torch.no_grad():
             better = active & (e < best_e)
             worse = active & ~better

@@ -1,7 +1,8 @@
 """Background jobs: a queue in SQLite, one runner process, progress, logs, cancel, resume.
 
 A job is ``(builder name, config dict)``. The builder is looked up in ``BUILDERS`` (a
-``Registry``); the runner claims queued jobs one at a time and runs each in a child process
+``Registry``); the runner claims queued jobs, up to ``job_slots()`` at once (a job waits for
+the active jobs its builder's ``after`` names), and runs each in a child process
 (``python -m engine.core.jobs exec ID``) whose stdout/stderr go to the job's log. The child
 reports ``Progress`` snapshots (``engine.core.progress``) into the job's row, and every tqdm bar
 a builder draws is reported the same way, so today's commands show progress with no change.
@@ -52,11 +53,11 @@ from engine.core.jobs.builders import BUILDERS, Builder, load_builders
 from engine.core.jobs.child import JobContext, hook_tqdm
 from engine.core.jobs.job import ACTIVE, Job
 from engine.core.jobs.queue import cancel, connect, get, latest, list_jobs, log_path, log_tail, submit
-from engine.core.jobs.runner import CANCEL_GRACE_S, RunnerBusy, ensure_runner, run, runner_pid
+from engine.core.jobs.runner import CANCEL_GRACE_S, SLOTS_ENV, RunnerBusy, ensure_runner, job_slots, run, runner_pid
 from engine.core.jobs.stages import STAGE_TITLES, default_stages, register_stages, submit_defaults
 
-__all__ = ["ACTIVE", "BUILDERS", "Builder", "CANCEL_GRACE_S", "Job", "JobContext", "RunnerBusy", "STAGE_TITLES", "cancel",
-           "connect", "default_stages", "ensure_runner", "get", "hook_tqdm", "latest", "list_jobs", "log_path", "log_tail",
+__all__ = ["ACTIVE", "BUILDERS", "Builder", "CANCEL_GRACE_S", "Job", "JobContext", "RunnerBusy", "SLOTS_ENV", "STAGE_TITLES", "cancel",
+           "connect", "default_stages", "ensure_runner", "get", "hook_tqdm", "job_slots", "latest", "list_jobs", "log_path", "log_tail",
            "run", "runner_pid", "submit", "submit_defaults"]
 
 register_stages()

@@ -20,13 +20,16 @@ class Builder:
     ``run(config, ctx)`` does the work (resuming from its own checkpoints) and returns a JSON-able
     result naming what it produced. ``title(config)`` is the human name; ``artifact(config)`` the
     lock key (default: builder name + config hash); ``built(config)`` lists what already exists
-    ([] if nothing: the job is then "not built"), read without side effects.
+    ([] if nothing: the job is then "not built"), read without side effects; ``after(config)``
+    the artifact keys whose queued or running jobs this one waits for (the runner runs jobs side by
+    side, and a job must not build what another is building).
     """
 
     run: Callable[[dict, JobContext], Any]
     title: Callable[[dict], str]
     artifact: Callable[[dict], str] | None = None
     built: Callable[[dict], list[str]] | None = None
+    after: Callable[[dict], list[str]] | None = None
 
     def key(self, name: str, config: Mapping) -> str:
         return self.artifact(dict(config)) if self.artifact else f"{name}:{stable_hash(dict(config), 12)}"

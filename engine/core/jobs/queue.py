@@ -199,10 +199,22 @@ def update(job_id: int, **fields) -> None:
         con.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*fields.values(), int(job_id)))
 
 
+def _waits_for(row) -> set[str]:
+    """The artifact keys whose active jobs the queued ``row`` waits for (``Builder.after``)."""
+    try:
+        builder = BUILDERS.get(row["name"])
+    except ValueError:  # not registered here: the child reports that when it runs
+        return set()
+    return set(builder.after(json.loads(row["config"]))) - {row["artifact"]} if builder.after else set()
+
+
 def claim() -> Job | None:
-    """Take the next queued job (highest priority, then oldest) and mark it running."""
+    """Take the next queued job (highest priority, then oldest) that waits for no active job, and
+    mark it running."""
     with connect() as con, _transaction(con):
-        row = con.execute("SELECT * FROM jobs WHERE state = 'queued' ORDER BY priority DESC, id ASC LIMIT 1").fetchone()
+        rows = con.execute("SELECT * FROM jobs WHERE state IN ('queued', 'running') ORDER BY priority DESC, id ASC").fetchall()
+        active = {r["artifact"] for r in rows}
+        row = next((r for r in rows if r["state"] == "queued" and not _waits_for(r) & active), None)
         if row is None:
             return None
         con.execute("UPDATE jobs SET state = 'running', started = ?, attempts = attempts + 1, error = NULL WHERE id = ?",

@@ -1,4 +1,5 @@
-"""The runner: one process per cache folder that runs queued jobs one at a time, each in a child.
+"""The runner: one process per cache folder that runs queued jobs, each in a child, up to
+``job_slots()`` side by side (one per CPU core, at most two by default; ``$GEOLENS_JOB_SLOTS``).
 
 ``runner.lock`` under the jobs folder is an ``flock`` held by the one runner (released by the
 kernel when it dies, even on ``kill -9``); ``runner.pid`` says which process holds it. A runner
@@ -14,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import IO, Callable
@@ -28,6 +30,27 @@ MAIN = "engine.core.jobs"
 """``python -m MAIN run|exec``: this package's ``__main__``, for the runner and its children."""
 ROOT = Path(__file__).resolve().parents[3]
 """The repository root: the processes' working folder, put on their ``PYTHONPATH``."""
+
+
+SLOTS_ENV = "GEOLENS_JOB_SLOTS"
+
+
+def job_slots() -> int:
+    """How many jobs run at once: ``$GEOLENS_JOB_SLOTS``, else one per core up to two. The default
+    builds are single-threaded for most of their time (solvers, UMAP, samplers), so on 2 cores two
+    of them finish in about the time of the longer one."""
+    env = os.environ.get(SLOTS_ENV, "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"${SLOTS_ENV} must be a whole number ≥ 1, got {env!r}")
+        return int(env)
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def _child_threads(slots: int) -> dict[str, str]:
+    """Thread settings for a child when ``slots`` jobs share the cores (the user's own win)."""
+    n = str(max(1, (os.cpu_count() or 1) // slots))
+    return {k: os.environ.get(k, n) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
 class RunnerBusy(RuntimeError):
@@ -118,14 +141,15 @@ def _recover() -> list[int]:
     return requeued
 
 
-def _execute(job: Job, poll_s: float) -> str:
+def _execute(job: Job, poll_s: float, slots: int = 1) -> str:
     """Run one claimed job in a child process; returns its final state."""
     log = log_path(job.id)
     with open(log, "ab") as out:
         out.write(f"[runner] attempt {job.attempts} of job {job.id} ({job.name} {json.dumps(job.config)}) "
                   f"started {time.ctime()}\n".encode())
         out.flush()
-        child = _spawn(["exec", str(job.id), str(os.getpid())], out, {"TQDM_MININTERVAL": "1", "PYTHONUNBUFFERED": "1"},
+        child = _spawn(["exec", str(job.id), str(os.getpid())], out,
+                       {"TQDM_MININTERVAL": "1", "PYTHONUNBUFFERED": "1", **_child_threads(slots)},
                        preexec_fn=_die_with_parent)
     update(job.id, pid=child.pid)
     cancel_at = None
@@ -155,15 +179,17 @@ def _execute(job: Job, poll_s: float) -> str:
 
 
 def run(*, poll_s: float = 0.5, idle_exit_s: float | None = None, max_jobs: int | None = None,
-        on_start: Callable[[list[int]], None] | None = None) -> int:
-    """The runner loop: hold the lock, recover stale jobs, then run queued jobs one at a time.
+        on_start: Callable[[list[int]], None] | None = None, slots: int | None = None) -> int:
+    """The runner loop: hold the lock, recover stale jobs, then run queued jobs, up to ``slots``
+    (default ``job_slots()``) at once, each watched by a thread of this process.
 
     Returns the number of jobs run when it stops: after ``idle_exit_s`` seconds with an empty
-    queue, or after ``max_jobs`` jobs; never otherwise. Raises ``RunnerBusy`` if another runner
-    holds the lock.
+    queue and nothing running, or after ``max_jobs`` jobs; never otherwise. Raises ``RunnerBusy``
+    if another runner holds the lock.
     """
     import fcntl
 
+    slots = slots or job_slots()
     d = jobs_dir()
     lock = open(d / LOCK_NAME, "a")
     try:
@@ -171,27 +197,38 @@ def run(*, poll_s: float = 0.5, idle_exit_s: float | None = None, max_jobs: int 
     except BlockingIOError:
         lock.close()
         raise RunnerBusy(f"a job runner already runs (pid {runner_pid()}; lock {d / LOCK_NAME})") from None
+    running: dict[int, threading.Thread] = {}
     try:
         (d / PID_NAME).write_text(str(os.getpid()))
         requeued = _recover()
         if on_start:
             on_start(requeued)
         done, idle_since = 0, time.monotonic()
-        while max_jobs is None or done < max_jobs:
-            job = claim()
-            if job is None:
-                if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
-                    break
-                time.sleep(poll_s)
+        while True:
+            for jid, thread in list(running.items()):
+                if not thread.is_alive():
+                    del running[jid]
+                    done += 1
+                    idle_since = time.monotonic()
+            more = max_jobs is None or done + len(running) < max_jobs
+            job = claim() if more and len(running) < slots else None
+            if job is not None:
+                print(f"[runner] job {job.id} {job.name} {json.dumps(job.config)}", flush=True)
+                thread = threading.Thread(target=_watch, args=(job, poll_s, slots), name=f"job-{job.id}", daemon=True)
+                running[job.id] = thread
+                thread.start()
                 continue
-            print(f"[runner] job {job.id} {job.name} {json.dumps(job.config)}", flush=True)
-            state = _execute(job, poll_s)
-            print(f"[runner] job {job.id} {state}", flush=True)
-            done += 1
-            idle_since = time.monotonic()
+            if not running and (not more or (idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s)):
+                break
+            time.sleep(poll_s)
         return done
-    finally:
+    finally:  # children still running die with this process (PR_SET_PDEATHSIG); the next runner re-queues them
         with contextlib.suppress(OSError):
             (d / PID_NAME).unlink()
         fcntl.flock(lock, fcntl.LOCK_UN)
         lock.close()
+
+
+def _watch(job: Job, poll_s: float, slots: int) -> None:
+    state = _execute(job, poll_s, slots)
+    print(f"[runner] job {job.id} {state}", flush=True)

@@ -41,7 +41,8 @@ def register_stages() -> None:
             run=run_stage,
             title=lambda c, s=stage: STAGE_TITLES.get(s, f"build-defaults {s}"),
             artifact=lambda c, s=stage: f"defaults:{s}",
-            built=lambda c, s=stage: stage_built(s)))
+            built=lambda c, s=stage: stage_built(s),
+            after=lambda c, s=stage: [f"defaults:{n}" for n in DEFAULT_STAGES[s].needs]))
 
 
 def default_stages() -> list[str]:
