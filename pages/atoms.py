@@ -89,7 +89,7 @@ if not caches:
     from ui.jobs import pending_or_ready  # the default SAEs' build progress here, or a button that starts it
 
     pending_or_ready("saes", False, hint="Or train one on any cache: `geolens train-sae --cache NAME` "
-                     "(plain baseline: `--beta 0`).")
+                     "(plain baseline: `--beta 0`).", recheck=lambda: any(len(sae_store.list_saes(c)) for c in list_caches()))
     st.stop()
 name = synced_select("Cache", list(caches), key="cache", sidebar=True)
 cache = EmbCache(caches[name])

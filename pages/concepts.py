@@ -68,7 +68,8 @@ if not found:
     if model == "fmnist-cnn" and class_name in ("Sneaker", "Bag"):  # built by the default stage: its progress here
         from ui.jobs import pending_or_ready
 
-        pending_or_ready("concepts", False, hint=f"Other classes: `geolens precompute-concepts --model {model} --class NAME`.")
+        pending_or_ready("concepts", False, hint=f"Other classes: `geolens precompute-concepts --model {model} --class NAME`.",
+                         recheck=lambda: any(c["model"] == model and c["class_name"] == class_name for c in cache.list_caches()))
     else:
         _missing(model, class_name)
     st.stop()

@@ -130,7 +130,8 @@ def main() -> None:
     if not refs:
         from ui.jobs import pending_or_ready  # the default build's progress here, or a button that starts it
 
-        pending_or_ready("dvr", False, hint="Or run `geolens dvr build --omniglot PATH` for real Omniglot.")
+        pending_or_ready("dvr", False, hint="Or run `geolens dvr build --omniglot PATH` for real Omniglot.",
+                         recheck=lambda: bool(results.list_refs()))
         return
     ref = synced_select("Reference (data + critics)", refs, key="dvr_ref", sidebar=True, fmt=lambda p: p.stem)
     meta = evaluate.read_meta(ref)
@@ -147,7 +148,8 @@ def main() -> None:
         from ui.jobs import building, pending_or_ready
 
         if building("dvr"):  # the reference is built; the default build still draws and scores the models
-            pending_or_ready("dvr", False, hint="The reference is ready; the generators' samples come next.")
+            pending_or_ready("dvr", False, hint="The reference is ready; the generators' samples come next.",
+                             recheck=lambda: _token(ref) != token)
             return
     fig = _scatter(s, st.session_state.get("dvr_model"))
     event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="dvr_scatter", width="stretch")

@@ -202,7 +202,8 @@ if not caches:
     from ui.jobs import pending_or_ready  # the default build's progress here, or a button that starts it
 
     pending_or_ready("shapes", False, hint="Or encode your own pairs: "
-                     "`geolens precompute --dataset captions.csv --model ViT-B-32 --pretrained openai`.")
+                     "`geolens precompute --dataset captions.csv --model ViT-B-32 --pretrained openai`.",
+                     recheck=lambda: bool(list_caches()))
     st.stop()
 name = synced_select("Cache", list(caches), key="cache")
 path, mtime = caches[name]

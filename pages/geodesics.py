@@ -148,7 +148,7 @@ def main() -> None:
         if dataset in ("ucg", "urc"):  # built by the default stage: its progress here, or a button that starts it
             from ui.jobs import pending_or_ready
 
-            pending_or_ready("geodesics", False, hint=hint)
+            pending_or_ready("geodesics", False, hint=hint, recheck=lambda: bool(pipeline.list_runs(dataset)))
         else:
             st.info(f"No geodesics computed for {dataset.upper()} yet. {hint}")
         return

@@ -56,6 +56,29 @@ def test_lasso_returns_exactly_the_points_inside_a_hand_made_polygon():
         layout.select_lasso(xy, [0, 1], [0, 1])
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_gridded_lasso_equals_testing_every_point(seed):
+    """The cell shortcut changes nothing: matplotlib's test on every point of the bounding box gives
+    the same rows, for star-shaped, self-intersecting and hand-drawn (many vertices) lassos."""
+    from matplotlib.path import Path as MplPath
+
+    rng = np.random.default_rng(seed)
+    xy = np.vstack([rng.normal(0, 1, (60_000, 2)), rng.uniform(-3, 3, (20_000, 2))]).astype(np.float32)
+    angles = np.sort(rng.uniform(0, 2 * np.pi, 300))
+    shapes = [
+        (np.cos(angles) * rng.uniform(0.3, 2.5, 300), np.sin(angles) * rng.uniform(0.3, 2.5, 300)),  # jagged star
+        tuple(rng.uniform(-2.5, 2.5, (2, 9))),  # random vertex order: crosses itself
+        ([-2, 2, 2, -2, -2, 0.5, 0.5], [-2, -2, 2, 2, 0, 0, 1]),  # a thin slit cut into a square
+    ]
+    for xs, ys in shapes:
+        xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+        box = layout.select_box(xy, (xs.min(), xs.max()), (ys.min(), ys.max()))
+        want = box[MplPath(np.column_stack([xs, ys])).contains_points(xy[box].astype(np.float64))]
+        got = layout.select_lasso(xy, xs, ys)
+        assert 0 < len(got) < len(xy)
+        np.testing.assert_array_equal(got, want)
+
+
 def test_box_selects_edges_included_and_any_corner_order():
     xy = np.array([[0, 0], [1, 1], [2, 2], [1, 3], [3, 1]], np.float32)
     np.testing.assert_array_equal(layout.select_box(xy, (2, 1), (2, 0.5)), [1, 2])

@@ -13,6 +13,8 @@ and the page may need only its first), the fragment reruns the whole page, so th
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import streamlit as st
 
 from engine.core import jobs, names
@@ -50,11 +52,14 @@ def job_box(job: jobs.Job, key: str) -> None:
 
 
 @st.fragment(run_every=POLL_S)
-def _pending(stage: str, hint: str | None) -> None:
+def _pending(stage: str, hint: str | None, recheck: Callable[[], bool] | None) -> None:
     job = stage_job(stage)
     key = f"_pending_{stage}"
-    if names.store_stamp() != st.session_state.get(f"{key}_stamp"):  # something was built since the page ran
-        st.rerun(scope="app")
+    stamp = names.store_stamp()
+    if stamp != st.session_state.get(f"{key}_stamp"):  # something was written since the page ran
+        st.session_state[f"{key}_stamp"] = stamp
+        if recheck is None or recheck():  # ... and it is what this page waits for
+            st.rerun(scope="app")
     with st.container(border=True):
         st.markdown(f"##### Not built yet: {jobs.STAGE_TITLES.get(stage, stage)}")
         st.caption(f"{PENDING_MARK} · the figures appear here when the build finishes")
@@ -86,12 +91,18 @@ def _pending(stage: str, hint: str | None) -> None:
             st.caption(hint)
 
 
-def pending_or_ready(stage: str, ready: bool, hint: str | None = None) -> bool:
-    """``ready``; if False, draws the stage's job progress (or a build button), refreshed every ``POLL_S``."""
+def pending_or_ready(stage: str, ready: bool, hint: str | None = None,
+                     recheck: Callable[[], bool] | None = None) -> bool:
+    """``ready``; if False, draws the stage's job progress (or a build button), refreshed every ``POLL_S``.
+
+    ``recheck()`` says whether what the page waits for exists now (read only): called when the cache
+    folder changes, it reruns the page when True (without it, any change reruns the page). A page
+    rerun costs far more than a poll, and a stage writes many files before the one a page needs.
+    """
     if ready:
         return True
     st.session_state[f"_pending_{stage}_stamp"] = names.store_stamp()
-    _pending(stage, hint)
+    _pending(stage, hint, recheck)
     return False
 
 

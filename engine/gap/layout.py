@@ -309,13 +309,21 @@ def select_box(xy: np.ndarray, x: tuple[float, float], y: tuple[float, float]) -
     return np.flatnonzero((px >= x0) & (px <= x1) & (py >= y0) & (py <= y1))
 
 
+LASSO_GRID = 256
+"""cells per side of the lasso's bounding-box grid (``select_lasso``)"""
+
+
 def select_lasso(xy: np.ndarray, xs, ys) -> np.ndarray:
     """Rows whose point lies inside the polygon with vertices (xs, ys) -> sorted int64 rows.
 
     The polygon is closed implicitly; the test is matplotlib's ``Path.contains_points`` (even-odd
-    ray casting in C), run only on the points inside the polygon's bounding box.
+    ray casting in C). Its cost is points × vertices, 1.6 s for 2M points and a hand-drawn lasso,
+    so it runs on few points: the polygon's bounding box is cut into ``LASSO_GRID``² cells, and a
+    cell no edge crosses lies wholly on one side, the side of its centre (one test per cell). Only
+    points in cells an edge crosses, or next to one, are tested themselves.
     """
     from matplotlib.path import Path as MplPath
+    from scipy.ndimage import binary_dilation
 
     xs, ys = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
     if xs.shape != ys.shape or len(xs) < 3:
@@ -323,5 +331,26 @@ def select_lasso(xy: np.ndarray, xs, ys) -> np.ndarray:
     cand = select_box(xy, (xs.min(), xs.max()), (ys.min(), ys.max()))
     if not len(cand):
         return cand
-    inside = MplPath(np.column_stack([xs, ys])).contains_points(np.asarray(xy[cand], dtype=np.float64))
+    path = MplPath(np.column_stack([xs, ys]))
+    g = LASSO_GRID
+    lo = np.array([xs.min(), ys.min()])
+    size = np.maximum(np.array([xs.max(), ys.max()]) - lo, 1e-12) / g
+    cell = lambda p: np.clip(((p - lo) / size).astype(np.int64), 0, g - 1)  # noqa: E731
+    centres = (np.stack(np.meshgrid(np.arange(g), np.arange(g), indexing="ij"), -1).reshape(-1, 2) + 0.5) * size + lo
+    inside_cell = path.contains_points(centres).reshape(g, g)
+    # cells the edges cross: points along every edge at most a quarter cell apart, then their neighbours
+    a = np.column_stack([xs, ys])
+    b = np.roll(a, -1, axis=0)
+    steps = np.maximum(1, np.ceil((np.abs(b - a) / size).max(1) * 4)).astype(np.int64)
+    t = np.concatenate([np.linspace(0, 1, n + 1) for n in steps])
+    edge = np.repeat(np.arange(len(a)), steps + 1)
+    on = cell(a[edge] + t[:, None] * (b[edge] - a[edge]))
+    border = np.zeros((g, g), dtype=bool)
+    border[on[:, 0], on[:, 1]] = True
+    border = binary_dilation(border, np.ones((3, 3), dtype=bool))
+    pts = np.asarray(xy[cand], dtype=np.float64)
+    c = cell(pts)
+    near = border[c[:, 0], c[:, 1]]
+    inside = inside_cell[c[:, 0], c[:, 1]]
+    inside[near] = path.contains_points(pts[near])
     return cand[inside]
