@@ -2,7 +2,9 @@
 
 Does what ``make app`` does after the install — starts the job runner with the default builds
 queued, then ``streamlit run app.py`` — on a fresh temporary ``$GEOLENS_CACHE``, and watches it in
-headless Chromium (Debian's ``/usr/bin/chromium``):
+headless Chromium (Debian's ``/usr/bin/chromium``). numba's compile cache is the installation's
+(``$NUMBA_CACHE_DIR``, else ``cache/numba`` as the Makefile sets it), which ``make install`` fills
+by running ``geolens warm``:
 
 - ``home_served_s``: seconds from the start until Home has rendered in the browser;
 - ``pages[name]``: seconds from the start until the page has filled in by itself: its pending
@@ -69,8 +71,10 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `kill` still stops the server and the runner
 
     cache = Path(tempfile.mkdtemp(prefix="geolens-first-run-"))
+    # numba's compile cache is the installation's, as `make install` (`geolens warm`) left it
     env = {**os.environ, "GEOLENS_CACHE": str(cache), "PYTHONPATH": str(ROOT),
-           "NUMBA_CACHE_DIR": str(cache / "numba"), "MPLCONFIGDIR": str(cache / "mpl")}
+           "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR") or str(ROOT / "cache" / "numba"),
+           "MPLCONFIGDIR": str(cache / "mpl")}
     port = _port()
     url = f"http://127.0.0.1:{port}"
     t0 = time.monotonic()

@@ -48,6 +48,9 @@ def register(commands, reports) -> None:
                    help="train every model here instead of using the weights shipped under assets/")
     p.set_defaults(func=_build_defaults)
 
+    p = commands.add_parser("warm", help="compile UMAP's numba kernels into numba's disk cache ($NUMBA_CACHE_DIR); make install runs it")
+    p.set_defaults(func=_warm)
+
     p = commands.add_parser("export", help="write a cache's items and embeddings to Parquet")
     p.add_argument("--cache", required=True)
     p.add_argument("--out", required=True)
@@ -224,6 +227,16 @@ def build_stages(stages: list[str], device: str | None = None,
                     on_step(i, i + len(todo) - j + later, label.strip())
                 reg.get(name).build(cfg, None)  # None: tqdm bars (the job runner reads them too)
                 i += 1
+
+
+def _warm(args) -> int:
+    import os
+
+    from engine.gap.projection import warm_umap
+
+    secs = warm_umap()
+    print(f"numba kernels compiled and cached in {secs:.0f} s ({os.environ.get('NUMBA_CACHE_DIR') or 'beside their modules'})")
+    return 0
 
 
 def _build_defaults(args) -> int:

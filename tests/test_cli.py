@@ -134,3 +134,20 @@ def test_geodesics_ebm_flag_picks_the_objective():
     assert cfg.solver_init == "line"
     cfg = _config(parser.parse_args(["report", "geodesics", "--dataset", "urc", "--init", "graph"]))
     assert cfg.solver_init == "graph"
+
+
+def test_warm_compiles_umap_kernels_into_numbas_disk_cache():
+    """`geolens warm` (run by make install) leaves UMAP's kernels in $NUMBA_CACHE_DIR."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-m", "engine", "warm"], cwd=root, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(root)}, timeout=600)
+    assert out.returncode == 0, out.stderr
+    cache = Path(os.environ["NUMBA_CACHE_DIR"])
+    assert str(cache) in out.stdout
+    for kernel in ("smooth_knn_dist", "compute_membership_strengths", "optimize_layout_euclidean_single_epoch"):
+        assert list(cache.rglob(f"*{kernel}*.nbi")), kernel

@@ -31,7 +31,7 @@ def _count(config: dict, ctx: jobs.JobContext) -> dict:
 
     ckpt = cache_root() / "count" / f"{config.get('tag', 'x')}.json"
     start = json.loads(ckpt.read_text())["done"] if ckpt.exists() else 0
-    print(f"count: resuming at {start}" if start else "count: starting", flush=True)
+    print(f"count: resuming at {start}" if start else "count: starting", f"(nice {os.nice(0)})", flush=True)
     ctx.step(0, 1, "count")
     with Tracker(total=config["steps"], unit="step", stage="count", sink=ctx.progress, start=start, min_interval=0) as t:
         for i in range(start, config["steps"]):
@@ -179,6 +179,9 @@ def test_two_slots_run_side_by_side_and_a_job_waits_for_what_it_needs(jobs_root,
     a, after_a, b = (jobs.get(j.id) for j in (a, after_a, b))
     assert b.started < a.finished and a.started < b.finished  # side by side, though b was queued last
     assert after_a.started >= a.finished  # it waited for the job it needs
+    base = os.nice(0)  # the runner's niceness (the suite may itself run under `nice`)
+    assert f"(nice {base})" in jobs.log_path(a.id).read_text()  # the first job keeps the CPU, the one behind yields
+    assert f"(nice {min(19, base + jobs.runner.BEHIND_NICE)})" in jobs.log_path(b.id).read_text()
 
 
 def test_job_slots_setting(monkeypatch):

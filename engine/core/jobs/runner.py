@@ -10,6 +10,7 @@ so a cancel stops it and its workers together.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -99,9 +100,16 @@ def ensure_runner(idle_exit_s: float | None = 600, submit_defaults: bool = False
         return _spawn(args, out, start_new_session=True).pid
 
 
-def _die_with_parent() -> None:
+BEHIND_NICE = 10
+"""niceness of a job started while another runs: the job queued first (the first page) keeps the CPU"""
+
+
+def _die_with_parent(nice: int = 0) -> None:
     """preexec_fn of a job's child: the kernel kills it when the runner dies (Linux)."""
     os.setsid()
+    if nice:
+        with contextlib.suppress(OSError):
+            os.nice(nice)
     with contextlib.suppress(Exception):
         import ctypes
 
@@ -141,7 +149,7 @@ def _recover() -> list[int]:
     return requeued
 
 
-def _execute(job: Job, poll_s: float, slots: int = 1) -> str:
+def _execute(job: Job, poll_s: float, slots: int = 1, nice: int = 0) -> str:
     """Run one claimed job in a child process; returns its final state."""
     log = log_path(job.id)
     with open(log, "ab") as out:
@@ -150,7 +158,7 @@ def _execute(job: Job, poll_s: float, slots: int = 1) -> str:
         out.flush()
         child = _spawn(["exec", str(job.id), str(os.getpid())], out,
                        {"TQDM_MININTERVAL": "1", "PYTHONUNBUFFERED": "1", **_child_threads(slots)},
-                       preexec_fn=_die_with_parent)
+                       preexec_fn=functools.partial(_die_with_parent, nice))
     update(job.id, pid=child.pid)
     cancel_at = None
     while True:
@@ -214,7 +222,8 @@ def run(*, poll_s: float = 0.5, idle_exit_s: float | None = None, max_jobs: int 
             job = claim() if more and len(running) < slots else None
             if job is not None:
                 print(f"[runner] job {job.id} {job.name} {json.dumps(job.config)}", flush=True)
-                thread = threading.Thread(target=_watch, args=(job, poll_s, slots), name=f"job-{job.id}", daemon=True)
+                nice = BEHIND_NICE if running else 0  # another job was claimed before this one: it goes first
+                thread = threading.Thread(target=_watch, args=(job, poll_s, slots, nice), name=f"job-{job.id}", daemon=True)
                 running[job.id] = thread
                 thread.start()
                 continue
@@ -229,6 +238,6 @@ def run(*, poll_s: float = 0.5, idle_exit_s: float | None = None, max_jobs: int 
         lock.close()
 
 
-def _watch(job: Job, poll_s: float, slots: int) -> None:
-    state = _execute(job, poll_s, slots)
+def _watch(job: Job, poll_s: float, slots: int, nice: int) -> None:
+    state = _execute(job, poll_s, slots, nice)
     print(f"[runner] job {job.id} {state}", flush=True)
