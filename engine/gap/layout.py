@@ -309,8 +309,21 @@ def select_box(xy: np.ndarray, x: tuple[float, float], y: tuple[float, float]) -
     return np.flatnonzero((px >= x0) & (px <= x1) & (py >= y0) & (py <= y1))
 
 
-LASSO_GRID = 256
+LASSO_GRID = 1024
 """cells per side of the lasso's bounding-box grid (``select_lasso``)"""
+
+
+def _centres_inside(a: np.ndarray, b: np.ndarray, lo: np.ndarray, size: np.ndarray, g: int) -> np.ndarray:
+    """Even-odd test of every cell centre against the polygon of edges a[i] → b[i]. -> (g, g) bool [ix, iy]"""
+    cx = lo[0] + (np.arange(g) + 0.5) * size[0]
+    cy = lo[1] + (np.arange(g) + 0.5) * size[1]
+    ay, by = a[:, 1][None], b[:, 1][None]
+    crosses = (ay > cy[:, None]) != (by > cy[:, None])  # (g rows, edges): the edge spans the row's y
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x_at = a[:, 0][None] + (cy[:, None] - ay) * (b[:, 0] - a[:, 0])[None] / (by - ay)
+    x_at = np.sort(np.where(crosses, x_at, np.inf), axis=1)
+    left = np.stack([np.searchsorted(row, cx) for row in x_at], axis=1)  # crossings left of each centre
+    return left % 2 == 1
 
 
 def select_lasso(xy: np.ndarray, xs, ys) -> np.ndarray:
@@ -319,8 +332,10 @@ def select_lasso(xy: np.ndarray, xs, ys) -> np.ndarray:
     The polygon is closed implicitly; the test is matplotlib's ``Path.contains_points`` (even-odd
     ray casting in C). Its cost is points × vertices, 1.6 s for 2M points and a hand-drawn lasso,
     so it runs on few points: the polygon's bounding box is cut into ``LASSO_GRID``² cells, and a
-    cell no edge crosses lies wholly on one side, the side of its centre (one test per cell). Only
-    points in cells an edge crosses, or next to one, are tested themselves.
+    cell no edge crosses lies wholly on one side, the side of its centre. The centres are decided
+    row by row by the same even-odd rule (edges crossing the row left of the centre, half-open in y
+    as matplotlib counts them). Only points in cells an edge crosses, or next to one, are tested
+    themselves.
     """
     from matplotlib.path import Path as MplPath
     from scipy.ndimage import binary_dilation
@@ -336,11 +351,10 @@ def select_lasso(xy: np.ndarray, xs, ys) -> np.ndarray:
     lo = np.array([xs.min(), ys.min()])
     size = np.maximum(np.array([xs.max(), ys.max()]) - lo, 1e-12) / g
     cell = lambda p: np.clip(((p - lo) / size).astype(np.int64), 0, g - 1)  # noqa: E731
-    centres = (np.stack(np.meshgrid(np.arange(g), np.arange(g), indexing="ij"), -1).reshape(-1, 2) + 0.5) * size + lo
-    inside_cell = path.contains_points(centres).reshape(g, g)
-    # cells the edges cross: points along every edge at most a quarter cell apart, then their neighbours
     a = np.column_stack([xs, ys])
     b = np.roll(a, -1, axis=0)
+    inside_cell = _centres_inside(a, b, lo, size, g)
+    # cells the edges cross: points along every edge at most a quarter cell apart, then their neighbours
     steps = np.maximum(1, np.ceil((np.abs(b - a) / size).max(1) * 4)).astype(np.int64)
     t = np.concatenate([np.linspace(0, 1, n + 1) for n in steps])
     edge = np.repeat(np.arange(len(a)), steps + 1)
