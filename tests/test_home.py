@@ -189,8 +189,9 @@ def _free_port() -> int:
 
 @pytest.mark.browser
 def test_pending_page_fills_in_in_chromium(tmp_path, page):
-    """A real server on an empty cache folder: the gap page shows the job's progress, then the
-    figures appear by themselves when the job finishes; the toolbar has no Deploy button."""
+    """A real server on an empty cache folder: the gap page shows the job's progress; its numbers
+    appear by themselves as soon as they are built, while the job still runs (the map, not built
+    yet, keeps the progress box), and the box goes when the job finishes; no Deploy button."""
     env = {**os.environ, "GEOLENS_CACHE": str(tmp_path)}
     os.environ["GEOLENS_CACHE"], old = str(tmp_path), os.environ.get("GEOLENS_CACHE")
     try:
@@ -218,9 +219,10 @@ def test_pending_page_fills_in_in_chromium(tmp_path, page):
                 raise
             assert page.get_by_text("Deploy", exact=True).count() == 0
             assert page.locator("[data-testid='stMetricValue']").count() == 0
-            _gap_report(_synthetic_cache())
-            _finish(job)
+            _gap_report(_synthetic_cache())  # the report is built, the layout not yet, and the job runs on
             page.locator("[data-testid='stMetricLabel']").get_by_text("DiM").first.wait_for(timeout=120_000)
+            assert page.get_by_text("geolens-pending").count() and jobs.get(job.id).state == "running"
+            _finish(job)
             page.get_by_text("geolens-pending").first.wait_for(state="detached", timeout=60_000)  # the box is gone
         finally:
             proc.terminate()
