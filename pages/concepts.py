@@ -9,7 +9,7 @@ import streamlit as st
 
 from engine.concepts import cache, classifiers, figures, importance, render
 from engine.concepts.precompute import METHODS
-from engine.core import names
+from engine.core.names import store_stamp
 from ui.state import set_url, synced_select
 
 st.title("Concepts and the strategic cluster graph")
@@ -56,7 +56,7 @@ def _on_select() -> None:
 
 
 # ----------------------------------------------------------------------------- choices
-caches = _caches(names.store_stamp())  # re-listed only when the cache folder changes
+caches = _caches(store_stamp())  # re-listed only when the cache folder changes
 models = list(dict.fromkeys([c["model"] for c in caches] + classifiers.names()))
 model = synced_select("Model", models, "model", default="fmnist-cnn", sidebar=True)
 names = classifiers.class_names_of(model)

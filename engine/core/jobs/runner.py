@@ -49,7 +49,7 @@ def job_slots() -> int:
 
 
 def _child_threads(slots: int) -> dict[str, str]:
-    """Thread settings for a child when ``slots`` jobs share the cores (the user's own win)."""
+    """Thread settings for a child when ``slots`` jobs share the cores (values the user set are kept)."""
     n = str(max(1, (os.cpu_count() or 1) // slots))
     return {k: os.environ.get(k, n) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
 
