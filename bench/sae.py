@@ -118,6 +118,57 @@ class Runner:
         return time.perf_counter() - t0
 
 
+def compare(img: torch.Tensor, txt: torch.Tensor, x_ev: np.ndarray, atoms: int, k: int, steps: int,
+            batch_pairs: int, log=None) -> dict:
+    """Train our MP-SAE and overcomplete's MpSAE from the same atoms on the same batches (blocks of
+    steps alternated); -> {"geolens": {...}, "overcomplete": {...}, "ratio": pairs/s ours / theirs},
+    each with pairs_per_s, ev (explained variance on ``x_ev``), peak_rss_gb, peak_extra_gb, cuda_peak_gb."""
+    log = log or (lambda msg: print(msg, flush=True))
+    dev, d = img.device, img.shape[1]
+    ours = MPSAE(d, atoms, k)
+    ours.init_from_data(torch.cat([img, txt]).cpu(), torch.Generator().manual_seed(0))
+    init = ours.dictionary().detach().clone()
+    theirs = MpSAE(d, atoms, k=k, dictionary_params={"initializer": init.clone().numpy()}, device=str(dev))
+    ours.to(dev)
+    theirs.to(dev)
+    theirs.train()
+
+    models = {"geolens": (ours, lambda x: ours(x)[1]), "overcomplete": (theirs, lambda x: theirs(x)[2])}
+    runners = {name: Runner(fwd, [p for p in m.parameters() if p.requires_grad], img, txt, steps, batch_pairs)
+               for name, (m, fwd) in models.items()}
+    secs = dict.fromkeys(models, 0.0)
+    mem, gpu_peak = MemorySampler(), dict.fromkeys(models, 0)
+    block = 10 if steps >= 20 else 1  # alternate blocks of steps so both see the same machine load (shared CPUs drift)
+    for start in range(0, steps, block):
+        for name, r in runners.items():
+            mem.enter(name)
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            secs[name] += r.steps(min(block, steps - start))
+            if dev.type == "cuda":
+                gpu_peak[name] = max(gpu_peak[name], torch.cuda.max_memory_allocated())
+            mem.leave()
+        log(f"  step {min(start + block, steps)}/{steps}: " + ", ".join(f"{n} {s:.1f} s" for n, s in secs.items()))
+    mem.stop()
+    res: dict = {}
+    for name, (model, fwd) in models.items():
+        model.eval()
+        with torch.no_grad():
+            x_hat = torch.cat([fwd(torch.tensor(x_ev[i:i + 1024], device=dev)).cpu()
+                               for i in range(0, len(x_ev), 1024)]).numpy()
+        pairs = steps * min(batch_pairs, img.shape[0])
+        res[name] = {"pairs_per_s": pairs / secs[name], "ev": explained_variance(x_ev, x_hat),
+                     "peak_rss_gb": mem.peak.get(name, 0) / 2**30,
+                     "peak_extra_gb": (mem.peak.get(name, 0) - mem.base.get(name, 0)) / 2**30,
+                     "cuda_peak_gb": gpu_peak[name] / 2**30}
+        r = res[name]
+        log(f"{name:>13}: {r['pairs_per_s']:9.1f} pairs/s  EV={r['ev']:.4f}  ({secs[name]:.1f} s)  "
+            f"peak RSS {r['peak_rss_gb']:.2f} GB (+{r['peak_extra_gb']:.2f} GB over its start)"
+            + (f", CUDA peak {r['cuda_peak_gb']:.2f} GB" if dev.type == "cuda" else ""))
+    res["ratio"] = res["geolens"]["pairs_per_s"] / res["overcomplete"]["pairs_per_s"]
+    return res
+
+
 def tables_bench(items: int, d: int, atoms: int, k: int, repeats: int = 100) -> None:
     """Build the per-atom tables of an SAE over a synthetic cache of ``items`` items and time one
     atom's top 64 items: the memory-mapped arrays (``atom_top_items``) vs the DuckDB ``top_items``
@@ -199,48 +250,8 @@ def main() -> None:
           f"batch={args.batch_pairs} pairs, threads={torch.get_num_threads()}, device={dev}; EV on {len(x_all)} rows",
           flush=True)
 
-    ours = MPSAE(d, args.atoms, args.k)
-    ours.init_from_data(torch.cat([img, txt]).cpu(), torch.Generator().manual_seed(0))
-    init = ours.dictionary().detach().clone()
-    theirs = MpSAE(d, args.atoms, k=args.k, dictionary_params={"initializer": init.clone().numpy()}, device=str(dev))
-    ours.to(dev)
-    theirs.to(dev)
-    theirs.train()
-
-    models = {"geolens": (ours, lambda x: ours(x)[1]), "overcomplete": (theirs, lambda x: theirs(x)[2])}
-    runners = {name: Runner(fwd, [p for p in m.parameters() if p.requires_grad], img, txt, args.steps, args.batch_pairs)
-               for name, (m, fwd) in models.items()}
-    secs = dict.fromkeys(models, 0.0)
-    mem, gpu_peak = MemorySampler(), dict.fromkeys(models, 0)
-    block = 10 if args.steps >= 20 else 1  # alternate blocks of steps so both see the same machine load (shared CPUs drift)
-    for start in range(0, args.steps, block):
-        for name, r in runners.items():
-            mem.enter(name)
-            if dev.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            secs[name] += r.steps(min(block, args.steps - start))
-            if dev.type == "cuda":
-                gpu_peak[name] = max(gpu_peak[name], torch.cuda.max_memory_allocated())
-            mem.leave()
-        print(f"  step {min(start + block, args.steps)}/{args.steps}: "
-              + ", ".join(f"{n} {s:.1f} s" for n, s in secs.items()), flush=True)
-    mem.stop()
-    res = {}
-    for name, (model, fwd) in models.items():
-        model.eval()
-        with torch.no_grad():
-            x_hat = torch.cat([fwd(torch.tensor(x_all[i:i + 1024], device=dev)).cpu()
-                               for i in range(0, len(x_all), 1024)]).numpy()
-        pairs = args.steps * min(args.batch_pairs, len(img_np))
-        res[name] = {"pairs_per_s": pairs / secs[name], "ev": explained_variance(x_all, x_hat),
-                     "peak_rss_gb": mem.peak.get(name, 0) / 2**30,
-                     "peak_extra_gb": (mem.peak.get(name, 0) - mem.base.get(name, 0)) / 2**30,
-                     "cuda_peak_gb": gpu_peak[name] / 2**30}
-        r = res[name]
-        print(f"{name:>13}: {r['pairs_per_s']:9.1f} pairs/s  EV={r['ev']:.4f}  ({secs[name]:.1f} s)  "
-              f"peak RSS {r['peak_rss_gb']:.2f} GB (+{r['peak_extra_gb']:.2f} GB over its start)"
-              + (f", CUDA peak {r['cuda_peak_gb']:.2f} GB" if dev.type == "cuda" else ""), flush=True)
-    ratio = res["geolens"]["pairs_per_s"] / res["overcomplete"]["pairs_per_s"]
+    res = compare(img, txt, x_all, args.atoms, args.k, args.steps, args.batch_pairs)
+    ratio = res["ratio"]
     print(f"speed ratio geolens/overcomplete = {ratio:.2f}x; "
           f"EV difference geolens - overcomplete = {res['geolens']['ev'] - res['overcomplete']['ev']:+.4f}; "
           f"process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB", flush=True)

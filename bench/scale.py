@@ -8,14 +8,22 @@ cache root, then times: writing and loading it; each part of the gap report (eng
 torch); the layout (PCA, UMAP fit on a sample, k-NN interpolation of the rest); the page's first
 open and a cached open (Streamlit AppTest, in this process); one lasso over all 2n points of the
 stored UMAP; and, as the baseline, the NumPy reference (engine.gap.reference) ranking the same
-full-gallery queries. Prints one JSON object (``--json``: nothing else on stdout):
+full-gallery queries. Then the SAE half, on the same cache: one epoch of streamed MP-SAE training
+(``--sae-atoms`` 4096, ``--sae-k`` 32, batches of 512 pairs read from the cache as ``geolens
+train-sae`` reads them; with ``--sae-steps S`` only S steps are timed and the epoch is their time
+× steps per epoch, marked ``extrapolated``); the per-atom tables of that model over every item
+(``engine.sae.tables``) and an atom's top 64 items read back (p50 over 100 atoms); and our MP-SAE
+against overcomplete's MpSAE (``bench/sae.py``'s ``compare``) on the cache's first
+``--compare-pairs`` pairs for ``--compare-steps`` steps. ``--no-sae`` skips that half.
+Prints one JSON object (``--json``: nothing else on stdout):
 
-    n, d, device, seconds{write, load, report_gap, layout, page_first_open, page_cached_open, lasso_all},
-    full_recall{exact, queries}, ratios{recall_vs_numpy}   (above 1: ours is faster)
+    n, d, device, seconds{write, load, report_gap, layout, page_first_open, page_cached_open, lasso_all,
+    sae_epoch}, atom_top_items_ms_p50, full_recall{exact, queries},
+    ratios{recall_vs_numpy, sae_vs_overcomplete}   (above 1: ours is faster)
 
-plus report_parts, layout_parts, load average and BLAS details (numpy's OpenBLAS core type, which
-``OPENBLAS_CORETYPE`` overrides). Not timed here: ``sae_epoch``, ``atom_top_items_ms_p50`` and
-``ratios.sae_vs_overcomplete`` (the SAE half of issue 14 has its own bench, ``bench/sae.py``).
+plus report_parts, layout_parts, sae (steps, extrapolation, tables seconds, peak memory, explained
+variance of both models), load average and BLAS details (numpy's OpenBLAS core type, which
+``OPENBLAS_CORETYPE`` overrides).
 
 ``--exact-limit`` measures how many pairs this device ranks exactly (both directions) in about
 60 s at width d: it times exact full-gallery recall at two sizes and scales by n².
@@ -81,6 +89,60 @@ def star(sample, points: int = 20):
     return centre[0] + rad * np.cos(ang), centre[1] + rad * np.sin(ang)
 
 
+def sae_half(cache, dev, args, seconds: dict, timed) -> dict:
+    """The SAE keys: sae_epoch, the tables, atom_top_items_ms_p50 and the ratio against overcomplete."""
+    import numpy as np
+    import torch
+
+    from engine.sae.config import SAEConfig
+    from engine.sae.pipeline import item_chunks
+    from engine.sae.registry import make_learner
+    from engine.sae.stream import CacheSource
+    from engine.sae.tables import atom_top_items, encode_tables, write_tables
+    from engine.sae.train import train_source
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import sae as sae_bench  # bench/sae.py: the comparison with overcomplete
+
+    cfg = SAEConfig(atoms=args.sae_atoms, k=args.sae_k)
+    source = CacheSource(cache, cfg.stream_block, cfg.stream_window)
+    per_epoch, _ = cfg.schedule(source.n)
+    steps = per_epoch if not args.sae_steps else min(args.sae_steps, per_epoch)
+    model = make_learner(cfg.arch, source.d, cfg.atoms, cfg.k, **cfg.learner_kwargs())
+    mem = sae_bench.MemorySampler()
+    mem.enter("train")
+    run = train_source(model, source, cfg, None, None, dev, False, max_steps=steps)
+    mem.leave()
+    seconds["sae_epoch"] = round(run["seconds"] * per_epoch / steps, 3)
+    log(f"sae_epoch: {seconds['sae_epoch']} s ({steps} of {per_epoch} steps timed, {run['pairs_per_s']} pairs/s)")
+
+    folder = Path(tempfile.mkdtemp(prefix="sae-tables-", dir=os.environ["GEOLENS_CACHE"]))
+    t = timed("sae_tables", lambda: encode_tables(model, item_chunks(cache), device=dev))
+    write_tables(folder, t)
+    rng = np.random.default_rng(0)
+    ms = []
+    for a in rng.choice(cfg.atoms, size=min(100, cfg.atoms), replace=False):
+        t0 = time.perf_counter()
+        atom_top_items(folder, int(a), 64)
+        ms.append((time.perf_counter() - t0) * 1e3)
+    log(f"atom top items: p50 {np.median(ms):.2f} ms, p95 {np.percentile(ms, 95):.2f} ms over {len(ms)} atoms")
+
+    m = min(args.compare_pairs, source.n)
+    with torch.no_grad():
+        img, txt = source.fetch(torch.arange(m))
+    x_ev = torch.cat([img, txt]).numpy()
+    x_ev = x_ev[np.sort(rng.choice(len(x_ev), min(2048, len(x_ev)), replace=False))]
+    cmp = sae_bench.compare(img.to(dev), txt.to(dev), x_ev, cfg.atoms, cfg.k, args.compare_steps, cfg.batch_pairs, log=log)
+    mem.stop()
+    return {"atom_top_items_ms_p50": round(float(np.median(ms)), 3), "sae_vs_overcomplete": round(cmp["ratio"], 3),
+            "sae": {"atoms": cfg.atoms, "k": cfg.k, "batch_pairs": cfg.batch_pairs, "steps_per_epoch": per_epoch,
+                    "steps_timed": steps, "extrapolated": steps < per_epoch, "pairs_per_s": run["pairs_per_s"],
+                    "train_peak_rss_gb": round(mem.peak.get("train", 0) / 2**30, 2),
+                    "atom_top_items_ms_p95": round(float(np.percentile(ms, 95)), 3),
+                    "compare": {"pairs": m, "steps": args.compare_steps,
+                                **{k: {kk: round(vv, 4) for kk, vv in v.items()} for k, v in cmp.items() if k != "ratio"}}}}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100_000)
@@ -90,6 +152,12 @@ def main() -> int:
     ap.add_argument("--thumbnails", action="store_true", help="write an 8 × 8 thumbnail per image")
     ap.add_argument("--keep", help="cache root to write into and keep (default: a temporary folder)")
     ap.add_argument("--exact-limit", action="store_true", help="measure the device's exact full-gallery size")
+    ap.add_argument("--no-sae", action="store_true", help="skip the SAE half")
+    ap.add_argument("--sae-atoms", type=int, default=4096)
+    ap.add_argument("--sae-k", type=int, default=32)
+    ap.add_argument("--sae-steps", type=int, default=0, help="time only this many training steps (0: the whole epoch)")
+    ap.add_argument("--compare-pairs", type=int, default=4096, help="pairs for the overcomplete comparison")
+    ap.add_argument("--compare-steps", type=int, default=4, help="steps of each model in the overcomplete comparison")
     args = ap.parse_args()
 
     if args.exact_limit:
@@ -171,16 +239,22 @@ def main() -> int:
             if abs(v - full[key][k]) > 1e-4:
                 raise AssertionError(f"torch and numpy recall differ: {key} {k} {full[key][k]} vs {v}")
 
+    del pts, base  # the SAE half reads the cache itself (its peak memory should not count the gap's arrays)
+    __import__("gc").collect()
+    sae = {} if args.no_sae else sae_half(cache, dev, args, seconds, timed)
+
     out = {
         "n": args.n, "d": args.d, "device": str(dev),
         "seconds": seconds,
+        "atom_top_items_ms_p50": sae.get("atom_top_items_ms_p50"),
         "full_recall": {"exact": full["exact"], "queries": full["queries"], "exact_limit": full["exact_limit"]},
-        "ratios": {"recall_vs_numpy": round(t_np / rep["seconds"]["recall_full"], 3)},
+        "ratios": {"recall_vs_numpy": round(t_np / rep["seconds"]["recall_full"], 3),
+                   "sae_vs_overcomplete": sae.get("sae_vs_overcomplete")},
+        "sae": sae.get("sae"),
         "numpy_recall_seconds": round(t_np, 3),
         "report_parts": rep["seconds"],
         "layout_parts": lay.meta["seconds"], "umap_fitted": lay.meta["umap_fitted"],
         "lasso_selected": int(len(rows)), "points": int(len(xy)),
-        "not_timed_here": ["sae_epoch", "atom_top_items_ms_p50", "ratios.sae_vs_overcomplete"],
         "load_avg_end": [round(v, 2) for v in os.getloadavg()],
         "torch_threads": __import__("torch").get_num_threads(),
         "blas": blas_info(),

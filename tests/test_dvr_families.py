@@ -108,6 +108,34 @@ def test_guided_sampling_uses_the_null_context_only_when_guided():
     assert s0.shape == (2, 2, 32, 32) and 0 <= s0.min() and s0.max() <= 1
 
 
+def test_spatial_ddpm_reads_the_exemplar_image_and_drops_it_with_the_context():
+    torch.manual_seed(0)
+    x, t, ctx = torch.randn(2, 1, 32, 32), torch.tensor([5, 10]), torch.zeros(2, 16)
+    a, b = torch.rand(2, 1, 32, 32) * 2 - 1, torch.rand(2, 1, 32, 32) * 2 - 1
+    for spatial in (True, False):
+        net = ddpm.GuidedDDPM(ddpm.DDPMConfig(channels=8, emb=16, timesteps=20, sample_steps=4, spatial=spatial)).eval()
+        with torch.no_grad():
+            assert (not torch.allclose(net.eps(x, t, ctx, a), net.eps(x, t, ctx, b))) == spatial
+
+    # training: a row whose context is dropped (the null embedding) also gets the all-zero image
+    net = ddpm.GuidedDDPM(ddpm.DDPMConfig(channels=8, emb=16, timesteps=20, p_uncond=0.5))
+    seen = {}
+    real_eps = net.eps
+
+    def spy(x, t, ctx, image=None):
+        seen["ctx"], seen["image"] = ctx.detach(), image.detach()
+        return real_eps(x, t, ctx, image)
+
+    net.eps = spy
+    ex, tg = torch.rand(8, 1, 32, 32), torch.rand(8, 2, 1, 32, 32)
+    null = net.null.detach().clone()  # before the step moves it
+    net.train_step(ex, tg, net.optimizers(), torch.Generator().manual_seed(1))
+    dropped = (seen["ctx"] == null).all(1)
+    assert 0 < int(dropped.sum()) < 16
+    assert (seen["image"][dropped] == 0).all()
+    torch.testing.assert_close(seen["image"][~dropped], (ex * 2 - 1).repeat_interleave(2, 0)[~dropped])
+
+
 # ---------------------------------------------------------------- GAN
 def test_gan_losses_on_hand_values():
     real, fake = torch.tensor([2.0]), torch.tensor([-1.0])

@@ -5,8 +5,12 @@ Forward process (T steps, linear β_t from 1e-4·1000/T to 0.02·1000/T):
     q(x_t | x_0) = N(√ᾱ_t x_0, (1 − ᾱ_t) I),   ᾱ_t = Π_{s≤t} (1 − β_s),
 on drawings scaled to [−1, 1]. The network ε_θ(x_t, t, c) is a small U-Net whose blocks are
 modulated (scale/shift) by time embedding + context embedding; the context is a conv
-encoding of the exemplar (a vector, not the exemplar image), replaced by a learned null
-embedding with probability ``p_uncond`` during training. Loss: E‖ε − ε_θ(x_t, t, c)‖².
+encoding of the exemplar, replaced by a learned null embedding with probability ``p_uncond``
+during training. With ``spatial`` (the default) the exemplar image in [−1, 1] is also an input
+channel of the U-Net beside x_t (image-conditioned diffusion, as in Palette / SR3), and the
+dropped context is an all-zero image: a vector alone reaches unseen classes slowly (measured on
+the stroke set, 1 CPU core, batch 64: recognizability 0.12 after 1000 steps and 0.15 after 2000).
+Loss: E‖ε − ε_θ(x_t, t, c)‖².
 
 Guidance (w ≥ 0, the swept hyper-parameter):  ε̂ = (1 + w) · ε_θ(x_t, t, c) − w · ε_θ(x_t, t, ∅)
 (w = 0: the plain conditional model). Sampling: DDIM (η = 0) on ``sample_steps`` evenly spaced
@@ -33,6 +37,8 @@ class DDPMConfig(TrainConfig):
     p_uncond: float = 0.15
     """Probability of dropping the context during training (for classifier-free guidance)."""
     sample_steps: int = 10
+    spatial: bool = True
+    """Feed the exemplar image to the U-Net as a second input channel (besides its vector encoding)."""
     steps: int = 300
     batch_classes: int = 16
     targets_per_class: int = 2
@@ -109,9 +115,9 @@ class EpsNet(nn.Module):
     """ε_θ(x_t, t, context embedding): pixel-unshuffle 32×32×1 -> 16×16×4, U-Net 16 -> 8 -> 4 -> 8 -> 16,
     pixel-shuffle back (4× fewer operations than a U-Net at 32×32, for the CPU budget)."""
 
-    def __init__(self, k: int, emb: int):
+    def __init__(self, k: int, emb: int, in_channels: int = 1):
         super().__init__()
-        self.inp = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(4, k, 3, 1, 1))
+        self.inp = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(4 * in_channels, k, 3, 1, 1))
         self.b1 = Block(k, k, emb)
         self.b2 = Block(k, 2 * k, emb)
         self.b3 = Block(2 * k, 2 * k, emb)
@@ -130,20 +136,24 @@ class EpsNet(nn.Module):
 
 class GuidedDDPM(OneShotModel):
     Config = DDPMConfig
-    VERSION = "cfg-ddpm-2"
+    VERSION = "cfg-ddpm-3"
     SAMPLE_PARAMS = {"w": 1.0}
 
     def __init__(self, cfg: DDPMConfig):
         super().__init__(cfg)
         k, d = cfg.channels, cfg.emb
-        self.net = EpsNet(k, d)
+        self.net = EpsNet(k, d, 2 if cfg.spatial else 1)
         self.time = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         self.ctx = nn.Sequential(nn.Conv2d(1, k, 3, 2, 1), nn.SiLU(), nn.Conv2d(k, 2 * k, 3, 2, 1), nn.SiLU(),
                                  nn.Conv2d(2 * k, 2 * k, 3, 2, 1), nn.SiLU(), nn.Flatten(), nn.Linear(2 * k * 16, d))
         self.null = nn.Parameter(torch.zeros(d))
         self.register_buffer("ab", alpha_bar(cfg.timesteps).float(), persistent=False)
 
-    def eps(self, x: torch.Tensor, t: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+    def eps(self, x: torch.Tensor, t: torch.Tensor, ctx: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        """ε_θ(x_t, t, context): ``image`` (B, 1, 32, 32) is the exemplar in [−1, 1] (zeros when dropped),
+        read only by a ``spatial`` model."""
+        if self.cfg.spatial:
+            x = torch.cat([x, image], 1)
         return self.net(x, self.time(timestep_embedding(t, self.cfg.emb)) + ctx)
 
     def train_step(self, ex, tg, opts, gen):
@@ -152,9 +162,10 @@ class GuidedDDPM(OneShotModel):
         ctx = self.ctx(ex * 2 - 1).repeat_interleave(k, 0)
         drop = (torch.rand(len(x0), generator=gen) < self.cfg.p_uncond).to(x0.device)[:, None]
         ctx = torch.where(drop, self.null.expand_as(ctx), ctx)
+        image = torch.where(drop[:, :, None, None], 0.0, (ex * 2 - 1).repeat_interleave(k, 0))
         t = torch.randint(self.cfg.timesteps, (len(x0),), generator=gen).to(x0.device)
         noise = torch.randn(x0.shape, generator=gen).to(x0)
-        loss = denoising_loss(self.eps(q_sample(x0, t, noise, self.ab), t, ctx), noise)
+        loss = denoising_loss(self.eps(q_sample(x0, t, noise, self.ab), t, ctx, image), noise)
         opts["opt"].zero_grad()
         loss.backward()
         opts["opt"].step()
@@ -165,15 +176,17 @@ class GuidedDDPM(OneShotModel):
         m = len(ex) * n
         ctx = self.ctx(ex * 2 - 1).repeat_interleave(n, 0)
         null = self.null.expand_as(ctx)
+        image = (ex * 2 - 1).repeat_interleave(n, 0)
         x = torch.randn((m, 1, SIDE, SIDE), generator=gen).to(ex)
         ts = torch.linspace(self.cfg.timesteps - 1, 0, self.cfg.sample_steps).round().long().tolist()
         ab = self.ab.double().tolist()
         for i, t in enumerate(ts):
             tt = torch.full((m,), t, dtype=torch.long, device=ex.device)
             if w == 0:
-                e = self.eps(x, tt, ctx)
+                e = self.eps(x, tt, ctx, image)
             else:
-                e2 = self.eps(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([ctx, null]))
+                e2 = self.eps(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([ctx, null]),
+                              torch.cat([image, torch.zeros_like(image)]))
                 e = cfg_eps(e2[:m], e2[m:], w)
             ab_prev = ab[ts[i + 1]] if i + 1 < len(ts) else 1.0
             x = ddim_step(x, e, ab[t], ab_prev)
