@@ -330,3 +330,21 @@ def test_dsm_recovers_a_gaussian_energy():
 def test_ebm_config_rejects_unknown_objective():
     with pytest.raises(ValueError, match="objective"):
         EBMConfig(objective="nce")
+
+
+def test_energy_profile_auc_by_hand_and_on_a_circle():
+    from engine.geodesics.energy_profile import auc_below, profile
+
+    assert auc_below(np.array([1.0, 2.0]), np.array([2.0, 3.0])) == pytest.approx(3.5 / 4)  # one tie counts ½
+    # true paths: quarter arcs of the unit circle; their chords cut inside it
+    ang = torch.linspace(0, math.pi / 2, 9)
+    truth = torch.stack([torch.stack([torch.cos(ang + s), torch.sin(ang + s)], 1) for s in (0.0, 1.0, 2.0)])
+    data, off = truth.reshape(-1, 2), 3 * torch.ones(4, 2)
+    out = profile(lambda x: x.pow(2).sum(-1), data, off, truth)  # low inside the circle: chords win
+    assert out["auc_loop_below_chord"] == 0.0 and out["auc_data_below_off"] == 1.0
+    assert out["loops"]["median"] == pytest.approx(1.0) and out["loops"]["n"] == 3 * 7
+    out = profile(lambda x: (x.norm(dim=-1) - 1).pow(2), data, off, truth)  # low on the circle: loops win
+    assert out["auc_loop_below_chord"] == 1.0
+    assert out["loops"]["q90"] == pytest.approx(0.0, abs=1e-6)
+    # a chord's energy peaks at its midpoint, of norm cos(π/4), among the 7 interior points
+    assert 0 < out["chords"]["q90"] <= (1 - math.cos(math.pi / 4)) ** 2 + 1e-6  # float32 energies

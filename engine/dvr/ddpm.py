@@ -39,10 +39,10 @@ class DDPMConfig(TrainConfig):
     sample_steps: int = 10
     spatial: bool = True
     """Feed the exemplar image to the U-Net as a second input channel (besides its vector encoding)."""
-    steps: int = 300
-    batch_classes: int = 16
+    steps: int = 6000
+    batch_classes: int = 32
     targets_per_class: int = 2
-    lr: float = 2e-3
+    lr: float = 1e-3
 
     def validate(self) -> None:
         super().validate()

@@ -33,6 +33,11 @@ def add_points_parser(sub) -> None:
     add_run_args(p)
     p.add_argument("--force", action="store_true", help="recompute even if the run exists")
     p.set_defaults(func=_precompute)
+    p = sub.add_parser("energy", help="where the run's EBM puts its energy on the characters: data, true rotation "
+                       "loops, straight chords, off the data (quantiles and Mann-Whitney AUCs)")
+    add_run_args(p)
+    p.add_argument("--json", action="store_true", help="print the profile as JSON")
+    p.set_defaults(func=_energy)
     p = sub.add_parser("points", help="geodesics between chosen rows of your own latent vectors (.npy/.parquet)")
     p.add_argument("file", help=".npy or .parquet of shape (n, d)")
     p.add_argument("--pairs", required=True, help="row pairs, e.g. 0:5,3:9")
@@ -84,6 +89,27 @@ def _report(args) -> dict:
     from engine.geodesics.pipeline import report
 
     return report(config_from_args(args), _tqdm_progress())
+
+
+def _energy(args) -> int:
+    import json
+
+    from engine.geodesics.energy_profile import for_run
+
+    cfg = config_from_args(args)
+    if cfg.is_toy:
+        raise ValueError(f"--dataset {args.dataset}: the energy profile needs a character set (urc or brc)")
+    out = for_run(cfg, _tqdm_progress())
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"{out['dataset']}: energy of the run's EBM ({out['pairs']} pairs)")
+    for name in ("data", "loops", "chords", "off_data"):
+        r = out[name]
+        print(f"  {name:>9}: median {r['median']:9.3f}   q10 {r['q10']:9.3f}   q90 {r['q90']:9.3f}   ({r['n']} points)")
+    print(f"  P(E loop < E chord) = {out['auc_loop_below_chord']:.3f}   P(E data < E off-data) = {out['auc_data_below_off']:.3f}"
+          "   (0.5: no preference)")
+    return 0
 
 
 def _points(args) -> int:
