@@ -31,10 +31,11 @@ from engine.dvr.trainer import SIDE, OneShotModel, TrainConfig
 class GANConfig(TrainConfig):
     noise_dim: int = 32
     channels: int = 16
-    ms_weight: float = 1.0
-    """λ of the mode-seeking term."""
-    steps: int = 500
-    batch_classes: int = 16
+    ms_weight: float = 0.1
+    """λ of the mode-seeking term (measured on the stroke set after 1000 steps at ψ = 0.5: λ = 1 gives
+    diversity 0.43 / recognizability 0.19, λ = 0.1 gives 0.40 / 0.43: a strong term buys noise, not variety)."""
+    steps: int = 4000
+    batch_classes: int = 32
     targets_per_class: int = 1
     lr: float = 5e-4
 
