@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -149,9 +150,11 @@ def find_report(cache, cfg: GapConfig | None = None) -> dict | None:
     return None if art is None else json.loads(art.file("report.json").read_text())
 
 
-def read_projection(art: artifacts.Artifact) -> tuple[np.ndarray, np.ndarray]:
-    """(image (n,), caption (n,)) coordinates on the gap direction, memory-mapped float32."""
-    proj = np.load(art.file("gap_projection.npy"), mmap_mode="r")
+def read_projection(art: artifacts.Artifact | str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(image (n,), caption (n,)) coordinates on the gap direction, memory-mapped float32.
+    ``art``: the report artifact or its folder."""
+    path = art.file("gap_projection.npy") if isinstance(art, artifacts.Artifact) else Path(art) / "gap_projection.npy"
+    proj = np.load(path, mmap_mode="r")
     n = len(proj) // 2
     return proj[:n], proj[n:]
 
