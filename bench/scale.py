@@ -7,8 +7,8 @@ Writes a synthetic cache of n pairs (engine.gap.synthetic; thumbnails optional) 
 cache root, then times: writing and loading it; each part of the gap report (engine.gap.report,
 torch); the layout (PCA, UMAP fit on a sample, k-NN interpolation of the rest); the page's first
 open and a cached open (Streamlit AppTest, in this process); a lasso over all 2n points of the
-stored UMAP, held in memory as the page holds it (median of 3); and, as the baseline, the NumPy reference (engine.gap.reference) ranking the same
-full-gallery queries. Then the SAE half, on the same cache: one epoch of streamed MP-SAE training
+stored UMAP, held in memory as the page holds it (median of 3); and, as the baseline, the NumPy
+reference (engine.gap.reference) ranking the same full-gallery queries. Then the SAE half, on the same cache: one epoch of streamed MP-SAE training
 (``--sae-atoms`` 4096, ``--sae-k`` 32, batches of 512 pairs read from the cache as ``geolens
 train-sae`` reads them; with ``--sae-steps S`` only S steps are timed and the epoch is their time
 × steps per epoch, marked ``extrapolated``); the per-atom tables of that model over every item
@@ -22,8 +22,9 @@ Prints one JSON object (``--json``: nothing else on stdout):
     ratios{recall_vs_numpy, sae_vs_overcomplete}   (above 1: ours is faster)
 
 plus report_parts, layout_parts, sae (steps, extrapolation, tables seconds, explained variance of
-both models, the process's peak resident set while training and its growth over the start of training:
-the page's cached points and galleries are still held then, so the growth is the training's own), load average and BLAS details (numpy's OpenBLAS core type, which
+both models, the process's peak resident set while training and its growth over the start of
+training: the page's cached points and galleries are still held then, so the growth is the
+training's own), load average and BLAS details (numpy's OpenBLAS core type, which
 ``OPENBLAS_CORETYPE`` overrides).
 
 ``--exact-limit`` measures how many pairs this device ranks exactly (both directions) in about
@@ -129,8 +130,7 @@ def sae_half(cache, dev, args, seconds: dict, timed) -> dict:
     log(f"atom top items: p50 {np.median(ms):.2f} ms, p95 {np.percentile(ms, 95):.2f} ms over {len(ms)} atoms")
 
     m = min(args.compare_pairs, source.n)
-    with torch.no_grad():
-        img, txt = source.fetch(torch.arange(m))
+    img, txt = source.fetch(torch.arange(m))
     x_ev = torch.cat([img, txt]).numpy()
     x_ev = x_ev[np.sort(rng.choice(len(x_ev), min(2048, len(x_ev)), replace=False))]
     cmp = sae_bench.compare(img.to(dev), txt.to(dev), x_ev, cfg.atoms, cfg.k, args.compare_steps, cfg.batch_pairs, log=log)

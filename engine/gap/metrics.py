@@ -8,7 +8,8 @@ Every function runs on ``device`` (default ``engine.device.pick_device()``: CUDA
 else the CPU) and works in row chunks, so memory stays bounded whatever n is:
 
 - the quadratic steps (recall: cosines of queries against a gallery) run in float32, in blocks
-  of at most ``BLOCK`` scores (``RANK_BLOCK`` for full-gallery ranking); rows are normalised in float64 first, as the NumPy reference does;
+  of at most ``BLOCK`` scores (``RANK_BLOCK`` for full-gallery ranking); rows are normalised in
+  float64 first, as the NumPy reference does;
 - the linear steps (centroids, pair and intra-modality cosines, the gap projection, the OT cost
   matrix, one query's neighbours) accumulate in float64, chunk by chunk: they are memory-bound,
   so the wider type costs little and keeps the hand-computed values exact to 1e-12.

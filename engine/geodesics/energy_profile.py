@@ -46,13 +46,13 @@ def profile(energy, data: torch.Tensor, off: torch.Tensor, truth: torch.Tensor) 
 
 def for_run(cfg, progress=None) -> dict:
     """The profile of a character run's EBM (``RunConfig`` of urc/brc), on its scored pairs."""
-    from engine.geodesics.spaces import _off_data, build_space, make_pairs
+    from engine.geodesics.spaces import off_data, build_space, make_pairs
 
     space = build_space(cfg, progress)
     if space.kind != "chars":
         raise ValueError(f"the energy profile needs a character set (urc, brc), not {cfg.dataset!r}")
     pairs = make_pairs(space, cfg.n_pairs, cfg.steps, cfg.seed)
-    off = _off_data(space.data, space.labels, 1000, torch.Generator().manual_seed(cfg.seed + 3))
+    off = off_data(space.data, space.labels, 1000, torch.Generator().manual_seed(cfg.seed + 3))
     out = profile(space.ebm, space.data, off, pairs.truth)
     out.update({"dataset": cfg.dataset, "pairs": int(cfg.n_pairs), "ebm": cfg.ebm_config().to_dict()})
     return out

@@ -71,7 +71,7 @@ def build_toy(cfg: RunConfig, progress: Progress | None = None, train: bool = Tr
     return Space(cfg.dataset, "toy", data, grid, ebm, {"data": data_key}, mixture=mix, p_max=p_max)
 
 
-def _off_data(z: torch.Tensor, labels: np.ndarray, n: int, gen: torch.Generator) -> torch.Tensor:
+def off_data(z: torch.Tensor, labels: np.ndarray, n: int, gen: torch.Generator) -> torch.Tensor:
     """Points off the data: midpoints of pairs of different characters, and Gaussian noise with the data's spread."""
     i, j = torch.randint(len(z), (2, 4 * n), generator=gen)
     keep = torch.as_tensor(labels[i.numpy()] != labels[j.numpy()])
@@ -104,7 +104,7 @@ def build_chars(cfg: RunConfig, progress: Progress | None = None, train: bool = 
     ebm = get_ebm(data_key, z, ebm_cfg, progress=_ebm_progress(progress, ebm_cfg.iters), train=train)
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     sub = torch.randperm(len(z), generator=gen)[: cfg.land_ref]
-    calib = torch.cat([z[sub], _off_data(z, labels, len(sub) // 2, gen)])
+    calib = torch.cat([z[sub], off_data(z, labels, len(sub) // 2, gen)])
     return Space(cfg.dataset, "chars", z, calib, ebm, {"data": data_key, "ae_data": ae_data_key}, ae=ae,
                  shift=shift, scale=scale, labels=labels, angles=angles)
 
