@@ -165,27 +165,31 @@ def interpolate(features: np.ndarray, fitted: np.ndarray, fitted_xy: np.ndarray,
     """
     dev = metrics.device_of(device)
     f = metrics._tensor(features[fitted], dev, torch.float32)  # (S, K)
-    f_sq = (f * f).sum(1)
     pos = metrics._tensor(fitted_xy, dev, torch.float32)
     k = min(k, len(fitted))
-    block = max(256, metrics.BLOCK // max(1, len(fitted)))
-    index = None
     if dev.type == "cpu":
         import faiss
 
         index = faiss.IndexFlatL2(f.shape[1])
         index.add(np.ascontiguousarray(f.numpy()))
         block = 1 << 15  # faiss keeps only k distances per row: bigger blocks, fewer calls
+
+        def nearest(s: int, e: int) -> tuple[torch.Tensor, torch.Tensor]:
+            d2, idx = index.search(np.ascontiguousarray(features[s:e], dtype=np.float32), k)
+            return torch.from_numpy(d2), torch.from_numpy(idx)
+    else:
+        f_sq = (f * f).sum(1)
+        block = max(256, metrics.BLOCK // max(1, len(fitted)))
+
+        def nearest(s: int, e: int) -> tuple[torch.Tensor, torch.Tensor]:
+            q = metrics._tensor(features[s:e], dev, torch.float32)
+            d2 = (q * q).sum(1, keepdim=True) + f_sq[None] - 2 * (q @ f.T)  # (c, S)
+            return torch.topk(d2, k, dim=1, largest=False)
     total = len(features)
     track = Tracker(total, "point", "umap interpolate", sink=progress, start=start) if progress else None
     for s in range(start, total, block):
         e = min(total, s + block)
-        if index is not None:
-            near, idx = (torch.from_numpy(a) for a in index.search(np.ascontiguousarray(features[s:e], dtype=np.float32), k))
-        else:
-            q = metrics._tensor(features[s:e], dev, torch.float32)
-            d2 = (q * q).sum(1, keepdim=True) + f_sq[None] - 2 * (q @ f.T)  # (c, S)
-            near, idx = torch.topk(d2, k, dim=1, largest=False)
+        near, idx = nearest(s, e)  # squared distances and rows of the k nearest fitted points
         dist = near.clamp_min(0).sqrt()
         rel = dist - dist[:, :1]
         sigma = rel.mean(1, keepdim=True).clamp_min(1e-12)
