@@ -33,7 +33,7 @@ def register(commands, reports) -> None:
     p.set_defaults(func=_precompute)
 
     p = commands.add_parser("train-default", help="train the built-in default CLIP on the Shapes world (resumes an interrupted run)")
-    p.add_argument("--recipe", default="gap", help="gap (temperature fixed at 1/100, keeps the modality gap; the default) "
+    p.add_argument("--recipe", default="gap", help="gap (temperature fixed at 1/200, keeps the modality gap; the default) "
                                                    "or learnable-temp (the earlier recipe, closes the gap)")
     p.add_argument("--steps", type=int, default=None, help="override the recipe's optimiser steps")
     p.add_argument("--device", default=None)

@@ -103,7 +103,7 @@ def no_exception(at) -> None:
 
 
 # ---- embedding caches -------------------------------------------------------------------
-REDUCED_TRAIN = dict(n_train=8000, steps=800, batch_size=256, n_eval=500)
+REDUCED_TRAIN = dict(n_train=8000, steps=600, batch_size=256, n_eval=500)
 
 
 @pytest.fixture(scope="session")

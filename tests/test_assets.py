@@ -177,3 +177,16 @@ def test_model_artifacts_install_a_shipped_asset_by_key_and_retrain_ignores_it(s
     assert ebm.get_ebm("tiny-data", x, cfg, train=False) is None
     ebm.get_ebm("tiny-data", x, cfg)
     assert "from_asset" not in artifacts.find("ebm", key).meta
+
+
+def test_republishing_under_a_new_file_name_drops_the_old_file(sandbox):
+    src = sandbox / "built"
+    src.mkdir()
+    for name in ("a.safetensors", "b.safetensors"):
+        (src / name).write_text(name)
+    kw = dict(config={}, config_key="k", command="geolens x", seed=0, train_seconds=1.0, metrics={})
+    assets.publish("sae-x", {"sae-x-aaaa.safetensors": src / "a.safetensors"}, **kw)
+    assets.publish("sae-x", {"sae-x-bbbb.safetensors": src / "b.safetensors"}, **kw)
+    folder = sandbox / "assets"
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "sae-x-bbbb.safetensors"]
+    assert list(assets.manifest()["assets"]["sae-x"]["files"]) == ["sae-x-bbbb.safetensors"]

@@ -25,24 +25,41 @@ def _scale(path) -> float:
 
 def test_recipes_and_their_keys():
     gap, old = RECIPES.get("gap"), RECIPES.get("learnable-temp")
-    assert gap.temperature == 0.01 and old.temperature is None
+    assert gap.temperature == 0.005 and old.temperature is None
     assert {k for k in gap.to_dict() if gap.to_dict()[k] != old.to_dict()[k]} == {"temperature", "steps"}
     assert old.steps == 1500 and gap == TrainConfig()  # the old recipe as it was; the default is "gap"
     assert gap.key() != old.key()  # the temperature is part of the key
     assert asset_name(gap) == "geolens-tiny" and asset_name(old) == "geolens-tiny-learnable-temp"
-    assert recipe("gap", steps=7).steps == 7 and recipe("gap", steps=7).temperature == 0.01
+    assert recipe("gap", steps=7).steps == 7 and recipe("gap", steps=7).temperature == 0.005
     with pytest.raises(ValueError, match="choose one of"):
         recipe("nope")
     with pytest.raises(ValueError, match="temperature must be in"):
         TrainConfig(temperature=0.0)
 
 
-def test_fixed_temperature_stays_at_one_hundredth(cache):
+def test_key_covers_the_architecture_config(monkeypatch):
+    import copy
+
+    import open_clip
+
+    cfg, real = TrainConfig(), open_clip.get_model_config
+
+    def wider(name):
+        c = copy.deepcopy(real(name))
+        c["vision_cfg"]["width"] += 8
+        return c
+
+    before = cfg.key()
+    monkeypatch.setattr(open_clip, "get_model_config", wider)
+    assert cfg.key() != before  # same arch name, other layers: other weights, other key
+
+
+def test_fixed_temperature_stays_at_one_two_hundredth(cache):
     path = train(recipe("gap", steps=3, **TINY), checkpoint_every=3)
-    assert _scale(path) == pytest.approx(100.0, rel=1e-5)
+    assert _scale(path) == pytest.approx(200.0, rel=1e-5)
     meta = json.loads(path.with_suffix(".json").read_text())
-    assert meta["logit_scale"] == pytest.approx(100.0, rel=1e-5)
-    assert [h["logit_scale"] for h in meta["history"]] == [pytest.approx(100.0, rel=1e-4)]
+    assert meta["logit_scale"] == pytest.approx(200.0, rel=1e-5)
+    assert [h["logit_scale"] for h in meta["history"]] == [pytest.approx(200.0, rel=1e-4)]
     assert set(meta["geometry"]) >= {"dim", "cone_image", "cone_text", "pair_cosine", "r1_image_to_text"}
     assert set(meta["zero_shot_accuracy"]) == {"shape", "colour", "size", "position"}
     assert not checkpoint_dir(recipe("gap", steps=3, **TINY)).exists()  # removed once the weights are written

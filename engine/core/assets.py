@@ -124,6 +124,8 @@ def publish(name: str, files: dict[str, Path], *, config: dict, config_key: str,
         tmp = folder / (fname + ".partial")
         shutil.copyfile(src, tmp)
         os.replace(tmp, folder / fname)
+    for stale in set(old["files"]) - set(files):  # a retrained asset under a new file name: drop the old file
+        (folder / stale).unlink(missing_ok=True)
     prov = provenance()
     rec = {"files": {f: sha256(folder / f) for f in files}, "config_key": config_key, "config": config,
            "command": command, "seed": seed, "machine": machine or {k: prov[k] for k in ("host", "platform", "torch")},
